@@ -1,0 +1,193 @@
+"""A catalog is a directory holding one DuckDB file plus Parquet shards and snapshots::
+
+    <catalog>/catalog.duckdb        tables of tso_data.schema (open it with duckdb or `tso-data sql`)
+    <catalog>/shards/<table>/*.parquet  rows written by workers, not yet merged
+    <catalog>/snapshots/round-<r>/<snapshot_id>.parquet
+    <catalog>/round.toml            round configuration for `tso-data build`
+
+DuckDB lets one read-write process lock out every other process, readers too. So the
+database is opened for one transaction at a time (:meth:`Catalog.connect`) and closed
+right after; a concurrent opener retries for ``lock_timeout_s`` and then fails clearly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from tso_data.errors import CatalogLockedError, TSODataError
+from tso_data.schema import CATALOG_SCHEMA_VERSION, TABLES, create_statements, key_of
+
+DB_FILE = "catalog.duckdb"
+# Files readable by the stock `duckdb` CLI of the 1.5 line too (FACTS.md).
+STORAGE_COMPATIBILITY = "v1.5.0"
+HUMAN_SOURCE = "human"
+
+
+class Catalog:
+    def __init__(self, root: str | os.PathLike[str], lock_timeout_s: float = 10.0) -> None:
+        self.root = Path(root)
+        self.lock_timeout_s = lock_timeout_s
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_FILE
+
+    def shards_dir(self, table: str) -> Path:
+        return self.root / "shards" / table
+
+    def snapshots_dir(self, round_: int) -> Path:
+        return self.root / "snapshots" / f"round-{round_}"
+
+    @property
+    def round_config_path(self) -> Path:
+        return self.root / "round.toml"
+
+    def exists(self) -> bool:
+        return self.db_path.is_file()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, root: str | os.PathLike[str]) -> "Catalog":
+        """Create the catalog directory and tables (idempotent)."""
+        catalog = cls(root)
+        catalog.root.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(
+            str(catalog.db_path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
+        )
+        try:
+            con.execute("BEGIN")
+            for stmt in create_statements():
+                con.execute(stmt)
+            con.execute(
+                "INSERT INTO meta SELECT 'schema_version', ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM meta WHERE key = 'schema_version')",
+                [CATALOG_SCHEMA_VERSION],
+            )
+            con.execute(
+                "INSERT INTO models (name, kind, note, added_at) SELECT ?, 'human', "
+                "'built-in source: human-written answers', now() WHERE NOT EXISTS "
+                "(SELECT 1 FROM models WHERE name = ?)",
+                [HUMAN_SOURCE, HUMAN_SOURCE],
+            )
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        return catalog
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> "Catalog":
+        """An existing catalog; a clear error if there is none."""
+        catalog = cls(root)
+        if not catalog.exists():
+            raise TSODataError(
+                f"{catalog.root}: no catalog here (missing {DB_FILE}); create one with "
+                f"`tso-data init {catalog.root}`"
+            )
+        return catalog
+
+    # -- connections -------------------------------------------------------------------
+
+    @contextmanager
+    def connect(self, read_only: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the database for the length of one ``with`` block.
+
+        Read-write blocks run inside one transaction: committed on success, rolled back
+        on any exception, so a failed ingest leaves the catalog exactly as it was.
+        """
+        con = self._open_with_retry(read_only)
+        try:
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            if read_only:
+                yield con
+                return
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    def _open_with_retry(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.db_path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise TSODataError(f"{self.db_path}: cannot open: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise CatalogLockedError(
+                        f"{self.db_path}: catalog is locked by another process "
+                        f"(waited {self.lock_timeout_s:.0f} s); retry when it finishes"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    # -- convenience reads ---------------------------------------------------------------
+
+    def arrow(self, sql: str, params: list[object] | None = None) -> pa.Table:
+        with self.connect(read_only=True) as con:
+            return con.sql(sql, params=params or None).to_arrow_table()
+
+    def scalar(self, sql: str, params: list[object] | None = None) -> object:
+        with self.connect(read_only=True) as con:
+            row = con.execute(sql, params or []).fetchone()
+            return None if row is None else row[0]
+
+
+def insert_new(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> int:
+    """Insert the rows of ``source_sql`` whose key is not yet in ``table``.
+
+    ``source_sql`` must select the table's columns by name, without duplicate keys.
+    Returns the number of rows inserted.
+    """
+    key = key_of(table)
+    columns = _columns(con, table)
+    cols = ", ".join(columns)
+    con.execute(
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ({source_sql}) AS src "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = src.{key})"
+    )
+    return _changes(con)
+
+
+def replace_rows(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> int:
+    """Upsert: rows of ``source_sql`` replace rows with the same key (judgment retries)."""
+    key = key_of(table)
+    columns = _columns(con, table)
+    cols = ", ".join(columns)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _replace_src AS SELECT {cols} FROM ({source_sql})")
+    con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _replace_src)")
+    con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _replace_src")
+    n = _changes(con)
+    con.execute("DROP TABLE _replace_src")
+    return n
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}")
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+        "ORDER BY ordinal_position",
+        [table],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _changes(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0

@@ -1,0 +1,83 @@
+"""Crash-safe hand-off from workers to the catalog.
+
+Workers (generation, judging; possibly many processes on many machines) never hold the
+database. They append rows to Parquet *shards* written atomically (temp file, fsync,
+rename), and :func:`merge_shards` moves shard rows into the table in one transaction and
+deletes the shard files only after the commit. A crash at any point leaves either an
+unmerged shard (merged next time) or a merged shard not yet deleted (re-merging inserts
+nothing new): the catalog stays consistent and at most the unflushed batch is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tso_data.catalog import Catalog, insert_new, replace_rows
+
+
+def write_atomic_parquet(table: pa.Table, path: Path, **kwargs: object) -> None:
+    """Write ``table`` to ``path`` so that readers see either nothing or the whole file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, **kwargs)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_shard(catalog: Catalog, table_name: str, rows: pa.Table) -> Path | None:
+    """Atomically write one shard of rows destined for ``table_name``; None if empty."""
+    if rows.num_rows == 0:
+        return None
+    name = f"{int.from_bytes(os.urandom(4), 'big'):08x}-{uuid.uuid4().hex[:12]}.parquet"
+    path = catalog.shards_dir(table_name) / name
+    write_atomic_parquet(rows, path)
+    return path
+
+
+def pending_shards(catalog: Catalog, table_name: str) -> list[Path]:
+    directory = catalog.shards_dir(table_name)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+
+
+def merge_shards(catalog: Catalog, table_name: str, replace: bool = False) -> int:
+    """Merge every pending shard of ``table_name`` into the table; returns rows added.
+
+    ``replace=False`` keeps existing rows (responses: first write wins);
+    ``replace=True`` lets shard rows replace rows with the same key (judgment retries).
+    Within the shards, the last-written row for a key wins.
+    """
+    shards = pending_shards(catalog, table_name)
+    if not shards:
+        return 0
+    files = ", ".join(f"'{p.as_posix()}'" for p in shards)
+    from tso_data.schema import key_of
+
+    key = key_of(table_name)
+    # filename ordering = write order is not guaranteed across machines; ties on key are
+    # resolved by the newest created_at, then by file name, deterministically.
+    source = (
+        f"SELECT * EXCLUDE (filename) FROM read_parquet([{files}], union_by_name=true, filename=true) "
+        f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_at DESC, filename DESC) = 1"
+    )
+    with catalog.connect(read_only=False) as con:
+        added = replace_rows(con, table_name, source) if replace else insert_new(con, table_name, source)
+    for path in shards:
+        path.unlink(missing_ok=True)
+    return added

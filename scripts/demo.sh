@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set everything up, then run the main job on the embedded default catalog catalogs/demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PATH="$PWD/.venv/bin:$PATH"
+tso-data --help
