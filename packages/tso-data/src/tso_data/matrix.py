@@ -1,0 +1,137 @@
+"""The model matrix: every source is a row of `models` (family, version, size);
+'human' is a built-in source of kind 'human'."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from tso_data.catalog import HUMAN_SOURCE, Catalog
+from tso_data.errors import TSODataError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    kind: str
+    family: str | None
+    version: str | None
+    version_order: int | None
+    size_b: float | None
+    path: str | None
+    endpoint: str | None
+    backend: str | None
+    note: str | None
+
+    @property
+    def is_human(self) -> bool:
+        return self.kind == "human"
+
+
+def version_order(version: str) -> int:
+    """Orderable key of a version: an integer as itself, an ISO date as YYYYMMDD.
+
+    >>> version_order("3")
+    3
+    >>> version_order("2024-06-01")
+    20240601
+    >>> version_order("v2")
+    2
+    >>> version_order("beta")
+    Traceback (most recent call last):
+    ...
+    tso_data.errors.TSODataError: version 'beta': expected an integer (e.g. 2 or v2) or a date (YYYY-MM-DD)
+    """
+    text = version.strip()
+    m = re.fullmatch(r"[vV]?(\d+)", text)
+    if m:
+        return int(m.group(1))
+    try:
+        d = date.fromisoformat(text)
+    except ValueError:
+        raise TSODataError(
+            f"version {version!r}: expected an integer (e.g. 2 or v2) or a date (YYYY-MM-DD)"
+        ) from None
+    return d.year * 10000 + d.month * 100 + d.day
+
+
+def add_model(
+    catalog: Catalog,
+    name: str,
+    *,
+    family: str,
+    version: str,
+    size_b: float,
+    path: str | None = None,
+    endpoint: str | None = None,
+    backend: str | None = None,
+    note: str | None = None,
+    replace: bool = False,
+) -> ModelInfo:
+    """Register a matrix cell. Re-adding identical fields is a no-op; different fields
+    need ``replace=True``."""
+    if not _NAME_RE.match(name):
+        raise TSODataError(f"model name {name!r}: use letters, digits and . _ : / @ + -")
+    if name == HUMAN_SOURCE:
+        raise TSODataError("'human' is the built-in source of human answers; pick another name")
+    if size_b <= 0:
+        raise TSODataError(f"model {name!r}: --size-b must be > 0 (billions of parameters)")
+    info = ModelInfo(
+        name=name,
+        kind="model",
+        family=family,
+        version=str(version),
+        version_order=version_order(str(version)),
+        size_b=float(size_b),
+        path=path,
+        endpoint=endpoint,
+        backend=backend,
+        note=note,
+    )
+    existing = find_model(catalog, name)
+    if existing is not None and existing == info:
+        return info
+    if existing is not None and not replace:
+        raise TSODataError(
+            f"model {name!r} already exists with different fields; pass --replace to update it"
+        )
+    with catalog.connect(read_only=False) as con:
+        con.execute("DELETE FROM models WHERE name = ?", [name])
+        con.execute(
+            "INSERT INTO models (name, kind, family, version, version_order, size_b, path, "
+            "endpoint, backend, note, added_at) VALUES (?, 'model', ?, ?, ?, ?, ?, ?, ?, ?, now())",
+            [name, family, info.version, info.version_order, info.size_b, path, endpoint, backend, note],
+        )
+    return info
+
+
+def list_models(catalog: Catalog) -> list[ModelInfo]:
+    rows = catalog.arrow(
+        "SELECT name, kind, family, version, version_order, size_b, path, endpoint, backend, note "
+        "FROM models ORDER BY kind, family, version_order, size_b, name"
+    ).to_pylist()
+    return [ModelInfo(**row) for row in rows]
+
+
+def find_model(catalog: Catalog, name: str) -> ModelInfo | None:
+    rows = catalog.arrow(
+        "SELECT name, kind, family, version, version_order, size_b, path, endpoint, backend, note "
+        "FROM models WHERE name = ?",
+        [name],
+    ).to_pylist()
+    return ModelInfo(**rows[0]) if rows else None
+
+
+def get_model(catalog: Catalog, name: str) -> ModelInfo:
+    """The model called ``name``, or a clear error listing the known ones."""
+    info = find_model(catalog, name)
+    if info is None:
+        known = ", ".join(m.name for m in list_models(catalog)) or "none"
+        raise TSODataError(
+            f"unknown model {name!r} in {catalog.root} (known: {known}); "
+            f"add it with `tso-data models add {name} --family F --version V --size-b S --path P`"
+        )
+    return info
