@@ -87,3 +87,12 @@ def env_for_subprocess() -> dict[str, str]:
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     return env
+
+
+@pytest.fixture(scope="session")
+def th():
+    """Helpers for the trainer's tests (importlib mode cannot import conftest directly)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(write_snapshot=write_snapshot, hh_pairs=hh_pairs, MESSAGES=MESSAGES,
+                           env=env_for_subprocess)

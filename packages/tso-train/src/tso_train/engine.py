@@ -140,11 +140,14 @@ def load_causal_lm(path: str, *, bf16: bool = False):
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise TSOTrainError(f"--model {path}: not a transformers model directory or id ({str(exc).splitlines()[0]})") from None
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures):
+        raise TSOTrainError(f"--model {path}: not a causal language model (architectures: {', '.join(architectures)})")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, config=config, dtype=torch.bfloat16 if bf16 else torch.float32
         )
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise TSOTrainError(f"--model {path}: not a causal language model ({str(exc).splitlines()[0]})") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
