@@ -3,9 +3,12 @@
 Same locally built Llama, same hh-rlhf pairs, batch, max length, fp32, number of steps (one
 pass over the pairs). Three arms, each in its own subprocess so peak RSS is its own:
 
-* ``tso``            `tso-train fit --loss dpo --parts 1 --epochs 1` (reference log-probs
-                     computed once by the policy; no reference model in memory)
-* ``trl``            TRL DPOTrainer with its defaults (a second model copy as reference)
+* ``tso``            `tso-train fit --loss dpo --parts 1 --epochs 1` at its default micro-batch
+                     (4 pairs, accumulated to the global batch; reference log-probs computed
+                     once by the policy; no reference model in memory)
+* ``tso_mb8``        the same with micro-batch = the global batch (no accumulation), like TRL
+* ``trl``            TRL DPOTrainer with its defaults (per-device batch 8 = the global batch, a
+                     second model copy as reference)
 * ``trl_precompute`` TRL with ``precompute_ref_log_probs=True``
 
 Throughput is measured over training proper: TRL's ``trainer.train()`` (its reference
@@ -34,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "train.json"
-ARMS = ("tso", "trl", "trl_precompute")
+ARMS = ("tso", "tso_mb8", "trl", "trl_precompute")
 
 
 def build_inputs(work: Path, pairs: int, hidden: int, layers: int) -> dict:
@@ -95,11 +98,11 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     out = Path(args.work) / f"out-{arm}"
     t0 = time.perf_counter()
-    if arm == "tso":
+    if arm in ("tso", "tso_mb8"):
         from tso_train.loop import FitConfig, fit
 
         summary = fit(FitConfig(snapshot=args.snapshot, model=args.model, out=str(out), loss="dpo", parts=1, epochs=1,
-                                global_batch=args.batch, micro_batch=args.batch, lr=1e-6, max_length=args.max_length,
+                                global_batch=args.batch, micro_batch=4 if arm == "tso" else args.batch, lr=1e-6, max_length=args.max_length,
                                 save_every=0, warmup_ratio=0.0))
         steps = summary["steps"]
         train_seconds = summary["train_seconds"]
@@ -180,10 +183,10 @@ def main(argv: list[str] | None = None) -> None:
 
     base = results["trl"]
     table = Table(title="tso-train fit vs TRL DPOTrainer (CPU, fp32)")
-    for col in ("arm", "steps", "train s", "end-to-end s", "tokens/s", "× TRL tokens/s", "peak RSS GiB", "× TRL RSS"):
+    for col in ("arm", "micro", "steps", "train s", "end-to-end s", "tokens/s", "× TRL tokens/s", "peak RSS GiB", "× TRL RSS"):
         table.add_column(col, justify="right")
     for arm, r in results.items():
-        table.add_row(arm, str(r["steps"]), f"{r['train_seconds']:.1f}", f"{r['seconds']:.1f}", f"{r['tokens_per_s']:.0f}",
+        table.add_row(arm, "4" if arm == "tso" else str(args.batch), str(r["steps"]), f"{r['train_seconds']:.1f}", f"{r['seconds']:.1f}", f"{r['tokens_per_s']:.0f}",
                       f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}", f"{r['peak_rss_bytes'] / 2**30:.2f}",
                       f"{r['peak_rss_bytes'] / base['peak_rss_bytes']:.2f}")
     console.print(table)

@@ -79,7 +79,7 @@ def test_two_process_torchrun_on_cpu_matches_one_process(tmp_path, hh_snapshot, 
 SLOW_FIT = """
 import sys, time
 from tso_train.loop import FitConfig, fit
-fit(FitConfig(snapshot=sys.argv[1], model=sys.argv[2], out=sys.argv[3], loss="dual-clip", parts=3, epochs=2,
+fit(FitConfig(snapshot=sys.argv[1], model=sys.argv[2], out=sys.argv[3], loss="dual-clip", parts=2, epochs=2,
               global_batch=8, micro_batch=4, lr=1e-3, save_every=1, on_step=lambda row: time.sleep(0.2)))
 """
 
@@ -96,23 +96,24 @@ def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path, hh_snapshot, hh
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 240
-    try:  # kill in the middle of part 2 (each part: 2 epochs × 2 steps)
-        while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 6):
+    try:  # kill in the middle of part 2 (48 pairs → 2 parts × 2 epochs × 3 steps)
+        while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 8):
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "part-3").exists() and (out / "part-1").exists()  # killed mid-run
+    assert not (out / "part-2").exists() and (out / "part-1").exists()  # killed during part 2
     resumed = CliRunner().invoke(cli, ["fit", str(hh_snapshot), "--model", str(hh_model_dir), "--out", str(out),
-                                       "--loss", "dual-clip", "--parts", "3", "--epochs", "2", "--global-batch", "8",
+                                       "--loss", "dual-clip", "--parts", "2", "--epochs", "2", "--global-batch", "8",
                                        "--micro-batch", "4", "--lr", "1e-3", "--save-every", "1", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     rows = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 13))
+    assert [r["part"] for r in rows] == [1] * 6 + [2] * 6
 
     straight = tmp_path / "straight"
-    fit(FitConfig(snapshot=str(hh_snapshot), model=str(hh_model_dir), out=str(straight), loss="dual-clip", parts=3,
+    fit(FitConfig(snapshot=str(hh_snapshot), model=str(hh_model_dir), out=str(straight), loss="dual-clip", parts=2,
                   epochs=2, global_batch=8, micro_batch=4, lr=1e-3, save_every=0))
     a = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
     b = AutoModelForCausalLM.from_pretrained(straight / "final").state_dict()

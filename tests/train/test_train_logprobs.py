@@ -40,3 +40,22 @@ def test_sequence_logps_equals_naive_on_a_model(tiny_model_dir):
         naive.append(total)
     assert torch.allclose(sums.double(), torch.tensor(naive, dtype=torch.float64), atol=1e-4)
     assert counts.tolist() == [8, 4, 4]
+
+
+def test_fused_head_gives_the_same_gradients(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    g = torch.Generator().manual_seed(1)
+    vocab = AutoModelForCausalLM.from_pretrained(tiny_model_dir).config.vocab_size
+    ids = torch.randint(0, vocab, (2, 10), generator=g)
+    attn = torch.ones_like(ids)
+    labels = torch.zeros_like(ids, dtype=torch.bool)
+    labels[:, 5:] = True
+    grads = []
+    for fused in (True, False):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        sums, _ = sequence_logps(model, ids, attn, labels, chunk_rows=4, fused_head=fused)
+        sums.sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name

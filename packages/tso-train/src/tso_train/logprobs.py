@@ -6,7 +6,9 @@ largest tensor of a DPO step (batch × length × vocab × 4 bytes). We avoid it 
 1. the LM head runs only on the positions whose next token is a label (assistant tokens),
    not on prompt tokens or padding;
 2. each token's log-prob is ``logit[label] - logsumexp(logits)``, computed in fp32 a chunk of
-   rows at a time, so no full log-softmax tensor is ever built.
+   rows at a time, so no full log-softmax tensor is ever built;
+3. (ZeRO 0-2) the head is fused: its logits are recomputed per chunk in backward rather than
+   kept, so the extra memory is one chunk of logits, not answer tokens × vocabulary.
 """
 
 from __future__ import annotations
@@ -36,6 +38,65 @@ def selective_logps(logits: torch.Tensor, labels: torch.Tensor, chunk_rows: int 
     return torch.cat(out)
 
 
+class _ChunkedHeadLogps(torch.autograd.Function):
+    """log softmax(hidden @ W.T)[label] per row, chunk by chunk, never storing the logits.
+
+    Forward keeps only the hidden rows and one logsumexp per row; backward recomputes each
+    chunk's logits. Peak extra memory is one chunk of logits instead of rows × vocab.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk_rows: int):
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # fp32 at least, fp64 stays fp64
+        out = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)
+        lse_all = torch.empty_like(out)
+        for s in range(0, hidden.shape[0], chunk_rows):
+            logits = (hidden[s : s + chunk_rows] @ weight.T).to(acc)
+            lse = torch.logsumexp(logits, dim=-1)
+            out[s : s + chunk_rows] = logits.gather(1, labels[s : s + chunk_rows, None]).squeeze(1) - lse
+            lse_all[s : s + chunk_rows] = lse
+        ctx.save_for_backward(hidden, weight, labels, lse_all)
+        ctx.chunk_rows = chunk_rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, labels, lse_all = ctx.saved_tensors
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        acc = lse_all.dtype
+        grad_weight = torch.zeros_like(weight, dtype=acc) if ctx.needs_input_grad[1] else None
+        for s in range(0, hidden.shape[0], ctx.chunk_rows):
+            h = hidden[s : s + ctx.chunk_rows]
+            logits = (h @ weight.T).to(acc)
+            # d(logit[y] - lse)/d logits = onehot(y) - softmax
+            grad_logits = -torch.exp(logits - lse_all[s : s + ctx.chunk_rows, None])
+            grad_logits.scatter_add_(1, labels[s : s + ctx.chunk_rows, None],
+                                     torch.ones_like(grad_logits[:, :1]))
+            grad_logits *= grad_out[s : s + ctx.chunk_rows, None].to(acc)
+            grad_logits = grad_logits.to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[s : s + ctx.chunk_rows] = grad_logits @ weight
+            if grad_weight is not None:
+                grad_weight += (grad_logits.T @ h).to(acc)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None
+
+
+def chunked_head_logps(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                       chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:
+    """Log-probs of ``labels`` under ``hidden @ weight.T`` without materialising the logits.
+
+    >>> import torch
+    >>> h = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    >>> w = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    >>> y = torch.tensor([0, 8, 3, 3, 1, 5])
+    >>> torch.autograd.gradcheck(lambda a, b: chunked_head_logps(a, b, y, 4), (h, w))
+    True
+    """
+    return _ChunkedHeadLogps.apply(hidden, weight, labels, chunk_rows)
+
+
 def _uses_plain_lm_head(model: nn.Module) -> bool:
     """True when logits = lm_head(last hidden state) with no soft-capping or scaling."""
     cfg = getattr(model, "config", None)
@@ -53,17 +114,26 @@ def sequence_logps(
     attention_mask: torch.Tensor,
     label_mask: torch.Tensor,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    fused_head: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-prob of the labelled tokens of each row, and the number of such tokens.
 
-    Token t (t ≥ 1) is scored by the model's output at position t-1.
+    Token t (t ≥ 1) is scored by the model's output at position t-1. ``fused_head`` computes
+    the LM head chunk by chunk with recomputation in backward (no logits kept); it is off under
+    ZeRO-3, whose partitioned head weight is only whole inside the head module's own call.
     """
     targets = label_mask[:, 1:]
     labels = input_ids[:, 1:][targets]
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(targets)[targets]
     if _uses_plain_lm_head(model):
         hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
-        logits = model.get_output_embeddings()(hidden[:, :-1][targets])
+        head = model.get_output_embeddings()
+        selected = hidden[:, :-1][targets]
+        if fused_head and getattr(head, "bias", None) is None:
+            token_logps = chunked_head_logps(selected, head.weight, labels, chunk_rows).float()
+            sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
+            return sums.index_add(0, rows, token_logps), targets.sum(dim=1)
+        logits = head(selected)
     else:  # fall back to the model's own forward (e.g. soft-capped logits)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1][targets]
     token_logps = selective_logps(logits, labels, chunk_rows)
@@ -80,10 +150,11 @@ class SequenceLogps(nn.Module):
     inside its forward.
     """
 
-    def __init__(self, lm: nn.Module, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+    def __init__(self, lm: nn.Module, chunk_rows: int = DEFAULT_CHUNK_ROWS, fused_head: bool = True) -> None:
         super().__init__()
         self.lm = lm
         self.chunk_rows = chunk_rows
+        self.fused_head = fused_head
 
     def forward(self, input_ids, attention_mask, label_mask):
-        return sequence_logps(self.lm, input_ids, attention_mask, label_mask, self.chunk_rows)
+        return sequence_logps(self.lm, input_ids, attention_mask, label_mask, self.chunk_rows, self.fused_head)

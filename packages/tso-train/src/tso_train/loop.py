@@ -41,6 +41,7 @@ from tso_train.engine import (
     peak_memory_bytes,
     rank,
     set_lr,
+    tune_cpu_allocator,
     world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
@@ -184,6 +185,7 @@ def _fingerprint(cfg: FitConfig, n_pairs: int, snapshot_id: str | None) -> dict:
 def fit(cfg: FitConfig, progress=None) -> dict:
     """Run the whole fit; returns a summary. ``progress`` is an optional ProgressSink."""
     ensure_distributed_env()
+    tune_cpu_allocator()
     out = Path(cfg.out)
     snapshot = read_snapshot(cfg.snapshot)  # schema and columns first, before any model load
     check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
@@ -220,7 +222,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     # pair, so take the smallest plan's batch and re-plan the others with it.
     gb0 = min(p.global_batch for p in plans)
     plans = [replace_global_batch(p, len(part), gb0, cfg) for p, part in zip(plans, parts)]
-    engine = initialize(SequenceLogps(lm), EngineOptions(**{**asdict(opts), "global_batch": gb0}),
+    engine = initialize(SequenceLogps(lm, fused_head=cfg.zero < 3), EngineOptions(**{**asdict(opts), "global_batch": gb0}),
                         weight_decay_module=lm)
     gas = gb0 // (cfg.micro_batch * world_size())
 
