@@ -70,9 +70,9 @@ def fingerprint_ids(ids: pl.Series) -> str:
     60-bit prefixes (cheap over tens of millions of ids).
 
     >>> fingerprint_ids(pl.Series(["00000000000000a1", "00000000000000b2"]))
-    '2:13:153'
+    '2:1:15'
     >>> fingerprint_ids(pl.Series(["00000000000000b2", "00000000000000a1"]))
-    '2:13:153'
+    '2:1:15'
     """
     keys = (
         pl.DataFrame({"i": ids.cast(pl.String)})
