@@ -76,7 +76,13 @@ def split_conversation(messages: list[dict[str, str]], n_turns: int, turns: list
 def to_conversations(pairs: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
     """Add ``prompt``, ``chosen``, ``rejected`` message lists to the pairs of
     :func:`tso_data.build.pairs.build_pairs` (vectorised for single-turn prompts)."""
-    joined = pairs.join(prompts.select("prompt_id", "messages", pl.col("n_turns").cast(pl.Int64)), on="prompt_id", how="left")
+    # join on the slim key, then gather the messages (moving list columns through a join is slow)
+    index = prompts.select("prompt_id", pl.col("n_turns").cast(pl.Int64)).with_row_index("_pi")
+    joined = pairs.join(index, on="prompt_id", how="left", maintain_order="left")
+    messages = prompts.get_column("messages")
+    if messages.n_chunks() > 1:
+        messages = messages.rechunk()
+    joined = joined.with_columns(messages=messages.gather(joined["_pi"])).drop("_pi")
     single = joined.filter(pl.col("n_turns") == 1)
 
     def assistant(col: str) -> pl.Expr:
