@@ -197,7 +197,11 @@ def main(argv: list[str] | None = None) -> None:
         gen_s = time.perf_counter() - t0
         tso = _child("tso", directory, n_prompts)
         floor = _child("floor", directory, n_prompts)
-        pandas = _child("pandas", directory, n_pandas)
+        # the pandas baseline gets its own smaller catalog of the same shape (then scaled)
+        small = directory / "pandas"
+        small.mkdir()
+        generate(small, n_pandas)
+        pandas = _child("pandas", small, n_pandas)
     pandas_scaled = pandas["inner_s"] * n_prompts / n_pandas
     result = {
         "prompts": n_prompts, "responses": 12 * n_prompts, "pairs_asked": n_prompts, "scale": scale,

@@ -108,53 +108,57 @@ def uniform(seed: int, stream: int, *keys: pl.Series | np.ndarray | int) -> np.n
 
 
 def _id_key(col: str) -> pl.Expr:
-    """A 60-bit integer from a content-hash id (hex), falling back to a hash for other ids."""
-    return (
-        pl.col(col).str.slice(0, 15).str.to_integer(base=16, dtype=pl.UInt64, strict=False)
-        .fill_null(pl.col(col).hash(seed=7))
-    )
+    """The 64-bit integer of a content-hash id (16 hex digits); other ids fall back to a hash."""
+    return pl.col(col).str.to_integer(base=16, dtype=pl.UInt64, strict=False).fill_null(pl.col(col).hash(seed=7))
 
 
 # -- candidates ----------------------------------------------------------------------------
 
 
 def candidates(
-    inputs: BuildInputs, config: RoundConfig, sources: set[str]
+    inputs: BuildInputs, config: RoundConfig, sources: list[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
-    """All answers of ``sources`` for the round's prompts, with ids as integer keys.
+    """All answers of ``sources`` for the round's prompts, as a slim numeric frame.
 
-    Returns (candidates, texts, counts). Candidates: cid (row of ``texts``: target_id, turns), prompt_id, pid,
-    source, target_id, tid, thash (hash of the turns), score. Joins run on this slim frame;
-    the texts (list columns are slow to move through joins) are gathered by cid at the end.
+    Returns (candidates, texts, counts). ``texts`` holds prompt_id, source, target_id and
+    turns; candidates hold cid (its row in ``texts``), pid and tid (integer keys of the
+    prompt and answer ids), si (index into ``sources``), thash (hash of the turns) and
+    score. Joins run on the slim frame; strings and texts are gathered by cid at the end.
     Answers with a number of turns different from the prompt's n_turns are dropped.
     """
     prompts = inputs.prompts
     if "split" in prompts.columns and config.split:
         prompts = prompts.filter(pl.col("split") == config.split)
     prompt_turns = prompts.select(pid=_id_key("prompt_id"), n_turns=pl.col("n_turns").cast(pl.Int64))
-    src = list(sources)
     frames = [
-        inputs.answers.filter(pl.col("source").is_in(src)).select(
+        inputs.answers.filter(pl.col("source").is_in(sources)).select(
             "prompt_id", "source", pl.col("answer_id").alias("target_id"), "turns"
         ),
-        inputs.responses.filter(pl.col("model").is_in(src)).select(
+        inputs.responses.filter(pl.col("model").is_in(sources)).select(
             "prompt_id", pl.col("model").alias("source"), pl.col("response_id").alias("target_id"), "turns"
         ),
     ]
-    everything = pl.concat(frames, how="vertical_relaxed")
-    texts = everything.select("target_id", "turns")
-    slim = everything.select(
-        "prompt_id", "source", "target_id",
+    texts = pl.concat(frames, how="vertical_relaxed")
+    slim = texts.select(
         pid=_id_key("prompt_id"),
         tid=_id_key("target_id"),
+        si=pl.col("source").cast(pl.Enum(sources)).to_physical().cast(pl.UInt16),
         _len=pl.col("turns").list.len().cast(pl.Int64),
         thash=pl.col("turns").hash(seed=11),
     ).with_row_index("cid")
-    cand = slim.join(prompt_turns, on="pid", how="inner")
-    complete = pl.col("_len") == pl.col("n_turns")
-    n_incomplete = int(cand.select((~complete).sum()).item())
+    turn_counts = prompt_turns.get_column("n_turns").unique()
+    if turn_counts.len() == 1:  # the usual case: no join needed, a membership test will do
+        in_split = pl.col("pid").is_in(prompt_turns.get_column("pid").implode())
+        complete = pl.col("_len") == int(turn_counts[0])
+        n_incomplete = int(slim.select((in_split & ~complete).sum()).item())
+        cand = slim.filter(in_split & complete).drop("_len")
+    else:
+        cand = slim.join(prompt_turns, on="pid", how="inner")
+        complete = pl.col("_len") == pl.col("n_turns")
+        n_incomplete = int(cand.select((~complete).sum()).item())
+        cand = cand.filter(complete).drop("n_turns", "_len")
     scores = inputs.scores.select(tid=_id_key("target_id"), score=pl.col("score").cast(pl.Float64))
-    cand = cand.filter(complete).join(scores, on="tid", how="left").drop("n_turns", "_len")
+    cand = cand.join(scores, on="tid", how="left")
     return cand, texts, {"answers with a wrong number of turns": n_incomplete}
 
 
@@ -162,7 +166,7 @@ def candidates(
 
 
 def _draw_source_then_answer(
-    pool: pl.DataFrame, weights: dict[str, float], seed: int, s_source: int, s_answer: int,
+    pool: pl.DataFrame, weights: dict[int, float], seed: int, s_source: int, s_answer: int,
     group: list[str],
 ) -> pl.DataFrame:
     """For every ``group`` (prompt × draw index): a source by weight among those present in
@@ -171,21 +175,20 @@ def _draw_source_then_answer(
     The source draw is an exponential race: each source present gets Exp(1)/w, keyed on
     (group, source) so that all its rows share it; the smallest wins, with probability
     w/Σw over the sources present (weights renormalised per prompt). The answer is then the
-    row with the smallest uniform key among the winner's rows: one sort does both.
+    row with the smallest uniform key among the winner's rows.
     """
-    order = sorted(weights)
-    index = {s: i for i, s in enumerate(order)}
-    w = {s: weights[s] for s in order}
-    pool = pool.with_columns(
-        _si=pl.col("source").replace_strict(index, return_dtype=pl.UInt64),
-        _w=pl.col("source").replace_strict(w, return_dtype=pl.Float64),
-    )
+    pool = pool.with_columns(_w=pl.col("si").replace_strict(weights, return_dtype=pl.Float64))
     keys = [pool[g] for g in group]
-    race = -np.log1p(-uniform(seed, s_source, *keys, pool["_si"]))
+    race = -np.log1p(-uniform(seed, s_source, *keys, pool["si"]))
     pick = uniform(seed, s_answer, *keys, pool["tid"])
     pool = pool.with_columns(_k=pl.Series(race) / pl.col("_w"), _u=pl.Series(pick))
-    first = pl.any_horizontal(*[pl.col(g) != pl.col(g).shift(1) for g in group]).fill_null(True)
-    return pool.sort([*group, "_k", "_u"]).filter(first).drop("_si", "_w", "_k", "_u")
+    # two window minima (cheaper than a sort): the winning source's rows, then its answer.
+    # Keys are 53-bit uniforms of distinct (slot, source) / (slot, answer) tuples: no ties.
+    return (
+        pool.filter(pl.col("_k") == pl.col("_k").min().over(group))
+        .filter(pl.col("_u") == pl.col("_u").min().over(group))
+        .drop("_w", "_k", "_u")
+    )
 
 
 def _draw_index(frame: pl.DataFrame, cap: int) -> pl.DataFrame:
@@ -204,10 +207,14 @@ class _Kind:
     stream: int
 
 
-def matrix_kind(cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig) -> tuple[_Kind, dict[str, int]]:
-    cols = ["cid", "prompt_id", "pid", "source", "tid", "thash", "score"]
-    pos = cand.filter(pl.col("source").is_in(list(pools.positive))).select(cols)
-    neg = cand.filter(pl.col("source").is_in(list(pools.negative))).select(cols).drop("prompt_id")
+def matrix_kind(
+    cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig, sources: list[str]
+) -> tuple[_Kind, dict[str, int]]:
+    w_pos = {sources.index(s): w for s, w in pools.positive.items()}
+    w_neg = {sources.index(s): w for s, w in pools.negative.items()}
+    cols = ["cid", "pid", "si", "tid", "thash", "score"]
+    pos = cand.filter(pl.col("si").is_in(list(w_pos))).select(cols)
+    neg = cand.filter(pl.col("si").is_in(list(w_neg))).select(cols)
     pos_prompts = pos.select("pid").unique()
     neg_prompts = neg.select("pid").unique()
     all_prompts = pl.concat([pos_prompts, neg_prompts]).unique()
@@ -219,17 +226,16 @@ def matrix_kind(cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig) -
 
     def draw(batch: pl.DataFrame) -> pl.DataFrame:
         p = pos.join(batch, on="pid", how="inner")  # adds d
-        chosen = _draw_source_then_answer(p, pools.positive, config.seed, _S_POS_SOURCE, _S_POS_ANSWER, ["pid", "d"])
-        chosen = chosen.select("pid", "d", "prompt_id", c_cid="cid", c_tid="tid", c_source="source",
-                               c_hash="thash", c_score="score")
+        chosen = _draw_source_then_answer(p, w_pos, config.seed, _S_POS_SOURCE, _S_POS_ANSWER, ["pid", "d"])
+        chosen = chosen.select("pid", "d", c_cid="cid", c_tid="tid", c_hash="thash", c_score="score")
         n = (
             neg.join(chosen.select("pid", "d", "c_hash"), on="pid", how="inner")
             .filter(pl.col("thash") != pl.col("c_hash"))
             .drop("c_hash")
         )
-        rejected = _draw_source_then_answer(n, pools.negative, config.seed, _S_NEG_SOURCE, _S_NEG_ANSWER, ["pid", "d"])
+        rejected = _draw_source_then_answer(n, w_neg, config.seed, _S_NEG_SOURCE, _S_NEG_ANSWER, ["pid", "d"])
         return chosen.join(
-            rejected.select("pid", "d", r_cid="cid", r_tid="tid", r_source="source", r_hash="thash", r_score="score"),
+            rejected.select("pid", "d", r_cid="cid", r_tid="tid", r_hash="thash", r_score="score"),
             on=["pid", "d"],
             how="inner",
         ).with_columns(kind=pl.lit("matrix"))
@@ -237,14 +243,20 @@ def matrix_kind(cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig) -
     return _Kind("matrix", slots, draw, _S_ORDER_MATRIX), skipped
 
 
-def base_kind(cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig) -> tuple[_Kind, float | None, dict[str, int]]:
-    base_all = cand.filter(pl.col("source") == pools.base_model)
+def base_kind(
+    cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig, sources: list[str]
+) -> tuple[_Kind, float | None, dict[str, int]]:
+    base_all = cand.filter(pl.col("si") == sources.index(pools.base_model))
     base = base_all.filter(pl.col("score").is_not_null())
     skipped = {
         "base: no scored base answer": base_all.select("pid").unique().join(base.select("pid").unique(), on="pid", how="anti").height,
     }
-    taus, tau = tau_per_prompt(base.select("prompt_id", "score"), config.tau_mode, config.tau_value)  # type: ignore[arg-type]
-    base = base.join(taus, on="prompt_id", how="inner").with_columns(above=pl.col("score") > pl.col("tau"))
+    taus, tau = tau_per_prompt(base.select(pl.col("pid").alias("prompt_id"), "score"), config.tau_mode, config.tau_value)  # type: ignore[arg-type]
+    if tau is not None:  # one τ for all prompts (global mean or fixed)
+        base = base.with_columns(tau=pl.lit(tau))
+    else:
+        base = base.join(taus.rename({"prompt_id": "pid"}), on="pid", how="inner")
+    base = base.with_columns(above=pl.col("score") > pl.col("tau"))
     has = base.group_by("pid").agg(pl.col("above").sum().alias("a"), (~pl.col("above")).sum().alias("b"))
     skipped["base: no answer above τ"] = has.filter(pl.col("a") == 0).height
     skipped["base: no answer at or below τ"] = has.filter((pl.col("a") > 0) & (pl.col("b") == 0)).height
@@ -256,11 +268,19 @@ def base_kind(cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig) -> 
         slots = has.select("pid", pl.int_ranges(0, n_slots, dtype=pl.UInt64).alias("d")).explode("d")
     else:
         slots = _draw_index(has.select("pid"), cap)
-    cols = ["cid", "tid", "source", "thash", "score"]
+    cols = ["cid", "tid", "thash", "score"]
 
     def draw(batch: pl.DataFrame) -> pl.DataFrame:
         rows = base.join(batch.select("pid").unique(), on="pid", how="semi")
-        if config.pairing == "best-worst":
+        if config.pairing == "best-worst" and cap == 1:
+            # the best above τ and the worst at or below τ: window extrema, ties at random
+            rows = rows.with_columns(_u=pl.Series(uniform(config.seed, _S_BASE_TIE, rows["tid"])), d=pl.lit(0, pl.UInt64))
+            up, down = rows.filter(pl.col("above")), rows.filter(~pl.col("above"))
+            ups = up.filter(pl.col("score") == pl.col("score").max().over("pid"))
+            ups = ups.filter(pl.col("_u") == pl.col("_u").min().over("pid"))
+            downs = down.filter(pl.col("score") == pl.col("score").min().over("pid"))
+            downs = downs.filter(pl.col("_u") == pl.col("_u").min().over("pid"))
+        elif config.pairing == "best-worst":
             rows = rows.with_columns(_u=pl.Series(uniform(config.seed, _S_BASE_TIE, rows["tid"])))
             ups = (
                 rows.filter(pl.col("above")).sort("pid", "score", "_u", descending=[False, True, False])
@@ -274,7 +294,7 @@ def base_kind(cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig) -> 
         else:
             ups = _uniform_pick(rows.filter(pl.col("above")).join(batch, on="pid"), config.seed, _S_BASE_POS)
             downs = _uniform_pick(rows.filter(~pl.col("above")).join(batch, on="pid"), config.seed, _S_BASE_NEG)
-        pairs = ups.select("pid", "d", "prompt_id", **{f"c_{c}": c for c in cols}).join(
+        pairs = ups.select("pid", "d", **{f"c_{c}": c for c in cols}).join(
             downs.select("pid", "d", **{f"r_{c}": c for c in cols}), on=["pid", "d"], how="inner"
         ).filter(pl.col("c_thash") != pl.col("r_thash"))
         return pairs.rename({"c_thash": "c_hash", "r_thash": "r_hash"}).with_columns(kind=pl.lit("base"))
@@ -309,8 +329,7 @@ def _draw_in_order(kind: _Kind, need: int | None, seed: int) -> tuple[pl.DataFra
 
 def _uniform_pick(frame: pl.DataFrame, seed: int, stream: int) -> pl.DataFrame:
     u = uniform(seed, stream, frame["pid"], frame["d"], frame["tid"])
-    first = ((pl.col("pid") != pl.col("pid").shift(1)) | (pl.col("d") != pl.col("d").shift(1))).fill_null(True)
-    return frame.with_columns(_v=pl.Series(u)).sort("pid", "d", "_v").filter(first).drop("_v")
+    return frame.with_columns(_v=pl.Series(u)).filter(pl.col("_v") == pl.col("_v").min().over("pid", "d")).drop("_v")
 
 
 # -- selection -----------------------------------------------------------------------------
@@ -350,19 +369,19 @@ def _select(pairs: pl.DataFrame, n: int) -> pl.DataFrame:
 
 def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) -> BuildResult:
     """The pairs of one round (no texts yet: see :func:`to_conversations`)."""
-    sources = set(pools.positive) | set(pools.negative)
     want_base = config.mix_base > 0
-    sources.add(pools.base_model)  # base answers also give the score distances of the summary
+    # base answers are always read: they give the score distances of the summary
+    sources = sorted(set(pools.positive) | set(pools.negative) | {pools.base_model})
     cand, texts, skipped = candidates(inputs, config, sources)
     warnings = list(pools.warnings)
     kinds: list[_Kind] = []
     tau: float | None = None
     if config.mix_matrix > 0:
-        m, sk = matrix_kind(cand, pools, config)
+        m, sk = matrix_kind(cand, pools, config, sources)
         skipped.update(sk)
         kinds.append(m)
     if want_base:
-        b, tau, sk = base_kind(cand, pools, config)
+        b, tau, sk = base_kind(cand, pools, config, sources)
         skipped.update(sk)
         kinds.append(b)
     need = _targets(config, {"matrix": 0, "base": 0}) if config.pairs is not None else None
@@ -378,21 +397,24 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
                 f"fewer {kind} pairs than asked: {n} asked, only {available[kind]} possible "
                 f"(built what is possible; see the skipped prompts in --dry-run)"
             )
-    for source in sorted(sources if want_base else sources - {pools.base_model}):
-        if cand.filter(pl.col("source") == source).height == 0:
-            warnings.append(f"source {source!r} has no answers for the {config.split!r} prompts")
-    cols = ["prompt_id", "kind", "c_cid", "r_cid", "c_tid", "r_tid", "c_source", "r_source", "c_score", "r_score"]
-    pairs = (
-        pl.concat([f.select(cols) for f in chosen_frames], how="vertical_relaxed")
-        if chosen_frames
-        else pl.DataFrame(schema={c: pl.String for c in cols})
-    )
     stats = (
-        cand.group_by("source")
+        cand.group_by("si")
         .agg(pl.len().alias("answers"), pl.col("score").mean().alias("mean_score"),
              pl.col("score").is_not_null().sum().alias("scored"),
              pl.col("pid").n_unique().alias("prompts"))
+        .with_columns(source=pl.col("si").replace_strict(dict(enumerate(sources)), return_dtype=pl.String))
+        .drop("si")
         .sort("source")
+    )
+    present = set(stats["source"])
+    for source in sources:
+        if source not in present and (want_base or source != pools.base_model):
+            warnings.append(f"source {source!r} has no answers for the {config.split!r} prompts")
+    cols = ["kind", "c_cid", "r_cid", "c_tid", "r_tid", "c_score", "r_score"]
+    pairs = (
+        pl.concat([f.select(cols) for f in chosen_frames], how="vertical_relaxed")
+        if chosen_frames
+        else pl.DataFrame()
     )
     result = BuildResult(
         pairs=pairs, tau=tau, requested=requested, available=available, skipped=skipped,
@@ -417,12 +439,12 @@ def _finish(pairs: pl.DataFrame, texts: pl.DataFrame) -> pl.DataFrame:
     # chosen and rejected texts differ: their text hashes differ (checked when drawing), and
     # equal texts always hash equal, so no text comparison is needed here.
     out = pl.DataFrame({
-        "prompt_id": pairs["prompt_id"],
+        "prompt_id": texts["prompt_id"].gather(c_idx),
         "kind": pairs["kind"],
         "chosen_id": texts["target_id"].gather(c_idx),
         "rejected_id": texts["target_id"].gather(r_idx),
-        "chosen_source": pairs["c_source"],
-        "rejected_source": pairs["r_source"],
+        "chosen_source": texts["source"].gather(c_idx),
+        "rejected_source": texts["source"].gather(r_idx),
         "chosen_score": pairs["c_score"].cast(pl.Float64),
         "rejected_score": pairs["r_score"].cast(pl.Float64),
         "chosen_turns": texts["turns"].gather(c_idx),

@@ -119,7 +119,8 @@ def with_pair_ids(conv: pl.DataFrame) -> pl.DataFrame:
     """pair_id = content hash of (kind, prompt, chosen answer id, rejected answer id),
     computed inside DuckDB with the same function as :mod:`tso_data.ids`."""
     expr = sql_hash("pair", "kind", "prompt_id", "chosen_id", "rejected_id")
-    ids = duckdb.sql(f"SELECT {expr} AS pair_id FROM conv").pl()
+    keys = conv.select("kind", "prompt_id", "chosen_id", "rejected_id").to_arrow()  # noqa: F841 (read by duckdb)
+    ids = duckdb.sql(f"SELECT {expr} AS pair_id FROM keys").pl()
     return conv.with_columns(pair_id=ids["pair_id"])
 
 
@@ -131,7 +132,7 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
     >>> snapshot_digest(df, "{}") == snapshot_digest(df.reverse(), "{}")
     True
     """
-    view = conv.select("pair_id", "chosen_score", "rejected_score")  # noqa: F841 (read by duckdb)
+    view = conv.select("pair_id", "chosen_score", "rejected_score").to_arrow()  # noqa: F841 (read by duckdb)
     digest = duckdb.sql(
         "SELECT coalesce(sha256(string_agg(concat_ws(',', pair_id, coalesce(CAST(chosen_score AS VARCHAR), ''), "
         "coalesce(CAST(rejected_score AS VARCHAR), '')), chr(10) ORDER BY pair_id)), '') FROM view"
