@@ -40,9 +40,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tso_data.cli import catalog_cmds
+    from tso_data.cli import catalog_cmds, ingest_cmds, models_cmds, sql_cmds, status_cmds
 
     catalog_cmds.register(cli)
+    ingest_cmds.register(cli)
+    models_cmds.register(cli)
+    sql_cmds.register(cli)
+    status_cmds.register(cli)
 
 
 _register()
