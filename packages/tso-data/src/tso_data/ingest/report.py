@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -43,13 +44,13 @@ class IngestReport:
             table.add_column(name, justify="right" if name not in ("file", "kind", "format") else "left")
         for f in self.files:
             table.add_row(
-                f.path, f.kind, f.format, f"{f.rows:,}", f"[green]{f.new:,}[/]" if f.new else "0",
+                Path(f.path).name, f.kind, f.format, f"{f.rows:,}", f"[green]{f.new:,}[/]" if f.new else "0",
                 f"{f.existing:,}", f"{f.duplicates:,}", f"[yellow]{f.not_ok:,}[/]" if f.not_ok else "0",
                 f"{f.seconds:.1f}",
             )
         console.print(table)
         for f in self.files:
             for note in f.notes:
-                console.print(f"  [dim]{f.path}:[/] {note}")
+                console.print(f"  [dim]{Path(f.path).name}:[/] {note}")
             if f.no_op and f.rows:
-                console.print(f"  [dim]{f.path}:[/] nothing new: every row is already in the catalog")
+                console.print(f"  [dim]{Path(f.path).name}:[/] nothing new: every row is already in the catalog")
