@@ -158,6 +158,7 @@ def ingest_file(
     bindings = resolve(FIELDS[kind], source.columns, options.mapping, options.constants, kind=kind, path=path)
     report = FileReport(str(path), kind, source.format, notes=list(source.notes))
     with catalog.connect(read_only=False) as con:
+        con.execute("SET enable_progress_bar = false")  # our own progress display owns the terminal
         if progress is not None:
             progress("check", None, None)
         job = _FileJob(con, path, source, bindings, report, options)
