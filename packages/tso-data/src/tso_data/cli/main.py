@@ -41,8 +41,10 @@ def cli() -> None:
 
 def _register() -> None:
     from tso_data.cli import catalog_cmds
+    from tso_data.cli import generate_cmds
 
     catalog_cmds.register(cli)
+    generate_cmds.register(cli)
 
 
 _register()

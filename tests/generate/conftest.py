@@ -1,0 +1,66 @@
+"""Fixtures for the generation tests: catalogs with prompts, a stub OpenAI server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tso_data.catalog import Catalog
+from tso_data.generate.stub_server import RunningStub, StubServer
+from tso_data.ids import prompt_id
+from tso_data.matrix import add_model
+
+
+def add_prompts(catalog: Catalog, conversations: Sequence[Sequence[dict[str, str]]], split: str = "train",
+                category: str | None = None) -> list[str]:
+    """Insert prompts straight into the table (the ingest command belongs to another area)."""
+    ids = []
+    with catalog.connect(read_only=False) as con:
+        for messages in conversations:
+            pid = prompt_id(messages)
+            n_turns = sum(1 for m in messages if m["role"] == "user")
+            con.execute(
+                "INSERT INTO prompts (prompt_id, messages, n_turns, source, category, split, added_at) "
+                "VALUES (?, ?, ?, 'test', ?, ?, now())",
+                [pid, [{"role": m["role"], "content": m["content"]} for m in messages], n_turns, category, split],
+            )
+            ids.append(pid)
+    return ids
+
+
+def single_turn(texts: Sequence[str]) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": t}] for t in texts]
+
+
+@pytest.fixture()
+def stub() -> Iterator[RunningStub]:
+    running = StubServer(latency_s=0.0, retry_after=1.0, slow_s=3.0).start_in_thread()
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def stub_catalog(catalog: Catalog, stub: RunningStub) -> Catalog:
+    """A catalog with 'stub-v1-1b' served by the stub server and 6 single-turn prompts."""
+    add_model(catalog, "stub-v1-1b", family="stub", version="1", size_b=1, endpoint=stub.base_url)
+    add_prompts(catalog, single_turn([f"question {i}" for i in range(6)]))
+    return catalog
+
+
+def run_cli(*args: str) -> "click.testing.Result":
+    from click.testing import CliRunner
+
+    from tso_data.cli.main import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture()
+def cli_run():
+    return run_cli
+
+
+def catalog_dir(catalog: Catalog) -> str:
+    return str(Path(catalog.root))
