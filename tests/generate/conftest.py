@@ -13,7 +13,7 @@ from tso_data.ids import prompt_id
 from tso_data.matrix import add_model
 
 
-def add_prompts(catalog: Catalog, conversations: Sequence[Sequence[dict[str, str]]], split: str = "train",
+def _add_prompts(catalog: Catalog, conversations: Sequence[Sequence[dict[str, str]]], split: str = "train",
                 category: str | None = None) -> list[str]:
     """Insert prompts straight into the table (the ingest command belongs to another area)."""
     ids = []
@@ -30,8 +30,20 @@ def add_prompts(catalog: Catalog, conversations: Sequence[Sequence[dict[str, str
     return ids
 
 
-def single_turn(texts: Sequence[str]) -> list[list[dict[str, str]]]:
+def _single_turn(texts: Sequence[str]) -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": t}] for t in texts]
+
+
+@pytest.fixture()
+def add_prompts():
+    """add_prompts(catalog, conversations, split='train', category=None) -> prompt ids."""
+    return _add_prompts
+
+
+@pytest.fixture()
+def single_turn():
+    """single_turn(texts) -> one one-user-message conversation per text."""
+    return _single_turn
 
 
 @pytest.fixture()
@@ -45,7 +57,7 @@ def stub() -> Iterator[RunningStub]:
 def stub_catalog(catalog: Catalog, stub: RunningStub) -> Catalog:
     """A catalog with 'stub-v1-1b' served by the stub server and 6 single-turn prompts."""
     add_model(catalog, "stub-v1-1b", family="stub", version="1", size_b=1, endpoint=stub.base_url)
-    add_prompts(catalog, single_turn([f"question {i}" for i in range(6)]))
+    _add_prompts(catalog, _single_turn([f"question {i}" for i in range(6)]))
     return catalog
 
 

@@ -71,6 +71,8 @@ skipped, failed requests are retried, and every prompt ends with exactly --n res
 @click.option("--timeout", "request_timeout_s", type=float, default=600.0, show_default=True,
               help="openai: seconds per request attempt.")
 @click.option("--max-attempts", type=int, default=6, show_default=True, help="openai: tries per request.")
+@click.option("--retry-delay", type=float, default=1.0, show_default=True,
+              help="openai: first back-off in seconds (doubles per retry, jittered, capped at 60; Retry-After wins).")
 @click.option("--rpm", type=float, default=None, help="openai: requests-per-minute limit.")
 @click.option("--tpm", type=float, default=None, help="openai: tokens-per-minute limit (prompt chars/4 + max tokens).")
 @click.option("--merge/--no-merge", default=True, show_default=True,
@@ -83,7 +85,7 @@ def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None,
                  n: int, temperature: float, top_p: float, max_tokens: int, seed: int | None, shard_text: str,
                  concurrency: int, batch_size: int | None, flush_every: int, flush_seconds: float, device: str,
                  dtype: str, tensor_parallel_size: int, served_model: str | None, api_key_env: str | None,
-                 no_api_key: bool, request_timeout_s: float, max_attempts: int, rpm: float | None,
+                 no_api_key: bool, request_timeout_s: float, max_attempts: int, retry_delay: float, rpm: float | None,
                  tpm: float | None, merge: bool, merge_only: bool, dry_run: bool, no_progress: bool,
                  as_json: bool) -> None:
     """Generate responses from one model of the matrix (resumable, idempotent).
@@ -109,8 +111,10 @@ def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None,
                     tensor_parallel_size=tensor_parallel_size)
     if batch_size is not None:
         _check_positive(batch_size=batch_size)
-    if flush_seconds <= 0 or request_timeout_s <= 0:
-        raise TSODataError("--flush-seconds and --timeout must be > 0")
+    if flush_seconds <= 0 or request_timeout_s <= 0 or retry_delay < 0:
+        raise TSODataError("--flush-seconds and --timeout must be > 0, --retry-delay >= 0")
+    if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0):
+        raise TSODataError("--rpm and --tpm must be > 0")
     spec = GenerateSpec(model=model_name, params=params, n=n, where=where, split=split,
                         shard=parse_shard(shard_text))
     model = get_model(catalog, model_name)
@@ -119,13 +123,14 @@ def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None,
         backend=backend_name, batch_size=batch_size, device=device, dtype=dtype,
         tensor_parallel_size=tensor_parallel_size, concurrency=concurrency, served_model=served_model,
         api_key_env=api_key_env, no_api_key=no_api_key, request_timeout_s=request_timeout_s,
-        max_attempts=max_attempts, requests_per_minute=rpm, tokens_per_minute=tpm,
+        max_attempts=max_attempts, retry_base_delay_s=retry_delay, requests_per_minute=rpm, tokens_per_minute=tpm,
     )
     if backend_name == "openai":
         from tso_data.generate.factory import resolve_api_key
 
         resolve_api_key(str(model.endpoint), options)  # fail before any work if the key is missing
-    merge_generated(catalog)  # finish what an earlier (maybe killed) run left in shards
+    if merge:
+        merge_generated(catalog)  # finish what an earlier (maybe killed) run left in shards
     plan = plan_generation(catalog, spec)
     header = (f"{model_name} via {backend_name}: {plan.in_shard_prompts} prompts in shard "
               f"{spec.shard[0]}/{spec.shard[1]} (of {plan.selected_prompts} selected) × n={n}; "

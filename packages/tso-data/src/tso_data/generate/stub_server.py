@@ -41,6 +41,7 @@ class LoggedRequest:
     outcome: str  # 'ok' or the fault
     messages: list[dict[str, str]]
     params: dict[str, object]
+    authorization: str | None = None
 
 
 @dataclass
@@ -52,6 +53,7 @@ class StubServer:
     log: list[LoggedRequest] = field(default_factory=list)
     keep_log: bool = True
     _attempts: dict[str, int] = field(default_factory=dict)
+    _authorization: str | None = None
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -66,10 +68,11 @@ class StubServer:
                 method, path, _ = lines[0].split(" ", 2)
                 headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+                self._authorization = headers.get("authorization")
                 if not await self._respond(method, path.split("?")[0], body, writer):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return  # client gone, or the server is stopping
         finally:
             writer.close()
 
@@ -92,7 +95,8 @@ class StubServer:
         outcome = faults[attempt - 1] if attempt <= len(faults) else "ok"
         if self.keep_log:
             params = {k: v for k, v in request.items() if k != "messages"}
-            self.log.append(LoggedRequest(time.monotonic(), key, attempt, outcome, messages, params))
+            self.log.append(LoggedRequest(time.monotonic(), key, attempt, outcome, messages, params,
+                                          self._authorization))
         if outcome == "drop":
             return False
         await asyncio.sleep(self.slow_s if outcome == "slow" else self.latency_s)
