@@ -37,16 +37,16 @@ def test_rerun_is_idempotent_and_n_grows(cli_run, stub_catalog: Catalog) -> None
     prompts = stub_catalog.arrow("SELECT prompt_id FROM prompts").column(0).to_pylist()
     first = _gen(cli_run, stub_catalog, "--n", "2", "--seed", "43", "--json")
     assert first.exit_code == 0, first.output
-    assert json.loads(first.output.strip().splitlines()[-1])["responses_written"] == 12
+    assert json.loads(first.stdout.strip().splitlines()[-1])["responses_written"] == 12
     assert _counts(stub_catalog) == Counter({p: 2 for p in prompts})
 
     again = _gen(cli_run, stub_catalog, "--n", "2", "--seed", "43", "--json")
-    assert json.loads(again.output.strip().splitlines()[-1]) == {
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == {
         "model": MODEL, "backend": "openai", "prompts": 6, "already_done": 12, "todo": 0}
     assert _counts(stub_catalog) == Counter({p: 2 for p in prompts})
 
     more = _gen(cli_run, stub_catalog, "--n", "3", "--seed", "43", "--json")
-    assert json.loads(more.output.strip().splitlines()[-1])["responses_written"] == 6  # only sample index 2
+    assert json.loads(more.stdout.strip().splitlines()[-1])["responses_written"] == 6  # only sample index 2
     assert _counts(stub_catalog) == Counter({p: 3 for p in prompts})
 
     # other sampling parameters are other responses, recorded as such
@@ -110,9 +110,9 @@ def test_shards_partition_prompts_and_merge_without_duplicates(cli_run, catalog:
     assert all(seen) and sum(len(s) for s in seen) == 30  # disjoint, non-empty, covering
     # a worker rerun now sees the pending shards and asks for nothing
     again = _gen(cli_run, catalog, "--shard", "1/3", "--n", "2", "--no-merge", "--json")
-    assert json.loads(again.output.strip().splitlines()[-1])["todo"] == 0
+    assert json.loads(again.stdout.strip().splitlines()[-1])["todo"] == 0
     merged = cli_run("generate", "-c", str(catalog.root), "--merge-only", "--json")
-    assert json.loads(merged.output)["merged_responses"] == 60
+    assert json.loads(merged.stdout)["merged_responses"] == 60
     assert _counts(catalog) == Counter({p: 2 for p in prompts})
     assert not list(catalog.shards_dir("responses").glob("*.parquet"))
 
@@ -141,7 +141,7 @@ def test_kill_9_mid_run_then_rerun_gives_exactly_n(catalog: Catalog, add_prompts
 
         rerun = _gen(cli_run, catalog, "--n", "2", "--json", "--max-tokens", "2048")
         assert rerun.exit_code == 0, rerun.output
-        summary = json.loads(rerun.output.strip().splitlines()[-1])
+        summary = json.loads(rerun.stdout.strip().splitlines()[-1])
         assert 0 < summary["already_done"] < 160 and summary["already_done"] + summary["responses_written"] == 160
         assert _counts(catalog) == Counter({p: 2 for p in prompts})
         assert catalog.scalar("SELECT count(DISTINCT response_id) FROM responses") == 160

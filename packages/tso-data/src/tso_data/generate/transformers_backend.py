@@ -73,7 +73,9 @@ class TransformersBackend:
     def __init__(self, settings: TransformersSettings) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # ours is the progress bar that counts
         self.settings = settings
         if not Path(settings.path).exists():
             raise TSODataError(f"model path {settings.path}: not found")
