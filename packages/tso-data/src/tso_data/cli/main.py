@@ -49,6 +49,7 @@ def _register() -> None:
         "sql_cmds",
         "status_cmds",
         "generate_cmds",
+        "build_cmds",
     ):
         importlib.import_module(f"tso_data.cli.{name}").register(cli)
 
