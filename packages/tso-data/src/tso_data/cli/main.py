@@ -40,9 +40,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tso_data.cli import catalog_cmds
+    from tso_data.cli import catalog_cmds, judge_cmds
 
     catalog_cmds.register(cli)
+    judge_cmds.register(cli)
 
 
 _register()
