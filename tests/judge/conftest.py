@@ -94,19 +94,35 @@ class ScriptedBackend:
         pass
 
 
-@pytest.fixture()
-def small_catalog(catalog: Catalog):
-    """Two prompts (one two-turn), answers from base 'm-base' (3 samples), 'm-big', human."""
+def _fill_small_catalog(catalog: Catalog) -> dict[str, object]:
     add_models(catalog, "m-base", "m-big")
     p1 = add_prompt(catalog, [{"role": "user", "content": "What is 2+2?"}])
     p2 = add_prompt(catalog, [{"role": "user", "content": "Name a prime."}, {"role": "user", "content": "Another one?"}])
-    ids = {
+    return {
+        "p1": p1,
+        "p2": p2,
         "base1": [add_response(catalog, p1, "m-base", ["4"], i) for i in range(3)],
         "base2": [add_response(catalog, p2, "m-base", ["2", "3"], i) for i in range(3)],
         "big1": add_response(catalog, p1, "m-big", ["2+2 = 4."]),
         "human1": add_answer(catalog, p1, ["Four."]),
     }
-    return catalog, {"p1": p1, "p2": p2, **ids}
+
+
+@pytest.fixture(scope="session")
+def _small_catalog_template(tmp_path_factory: pytest.TempPathFactory):
+    catalog = Catalog.init(tmp_path_factory.mktemp("judge-template") / "catalog")
+    return catalog.root, _fill_small_catalog(catalog)
+
+
+@pytest.fixture()
+def small_catalog(_small_catalog_template, tmp_path):
+    """Two prompts (one two-turn), answers from base 'm-base' (3 samples each), 'm-big' and
+    human; a fresh copy per test (built once: opening DuckDB per insert is slow)."""
+    import shutil
+
+    root, ids = _small_catalog_template
+    shutil.copytree(root, tmp_path / "catalog")
+    return Catalog.open(tmp_path / "catalog"), ids
 
 
 @pytest.fixture(scope="session")

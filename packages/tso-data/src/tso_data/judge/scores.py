@@ -35,8 +35,10 @@ class ScoreReport:
 
 
 def default_judge(catalog: Catalog) -> str:
-    judges = [r[0] for r in catalog.arrow(
-        "SELECT DISTINCT judge FROM judgments WHERE status = 'ok' ORDER BY judge").column(0).to_pylist()]
+    merge_shards(catalog, "judgments", replace=True)
+    judges = catalog.arrow(
+        "SELECT DISTINCT judge FROM judgments WHERE status = 'ok' ORDER BY judge"
+    ).column(0).to_pylist()
     if not judges:
         raise TSODataError("no scored judgments in the catalog; run `tso-data judge` first")
     if len(judges) > 1:
