@@ -216,7 +216,7 @@ def test_unregistered_model_judge_is_a_clear_error(small_catalog) -> None:
 
 def test_round_resolves_the_base_model(small_catalog, scripted) -> None:
     catalog, _ = small_catalog
-    catalog.round_config_path.write_text('[rounds.1]\nbase_model = "m-big"\n')
+    catalog.round_config_path.write_text('base_model = "m-base"\n[round.1]\nbase_model = "m-big"\n')
     backend = scripted(["Score: 5"])
     invoke("judge", "-c", str(catalog.root), "--judge", "j", "--round", "1")
     assert len(backend.requests) == 1 and [r["source"] for r in rows(catalog, "j")] == ["m-big"]

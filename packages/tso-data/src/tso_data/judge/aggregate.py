@@ -12,6 +12,7 @@ Everything runs as one DuckDB query over the judgments (10M rows in seconds, see
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from dataclasses import dataclass
 
 import duckdb
@@ -99,3 +100,22 @@ def compute_tau(
     values = per_prompt.column("tau").to_pylist()
     overall = sum(values) / len(values) if values else None
     return Tau("per-prompt", overall, n_base, per_prompt)
+
+
+def aggregate_parquet(
+    path: str | Path, *, judge: str, base: str, threads: int | None = None,
+    weights: Mapping[str, float] | None = None, tau_mode: str = "mean",
+) -> dict[str, float | int | None]:
+    """Target scores and τ straight from a Parquet file of judgments (exported, or another
+    engine's output), with the same SQL as `tso-data scores`; used by the benchmark."""
+    config = {"threads": threads} if threads else {}
+    con = duckdb.connect(config=config)
+    try:
+        source = "read_parquet('" + str(path).replace("'", "''") + "')"
+        sql, params = target_scores_sql(source, judge=judge, weights=weights)
+        con.execute(f"CREATE TEMP TABLE target_scores AS {sql}", params)
+        tau = compute_tau(con, "target_scores", base, tau_mode)
+        n_targets = con.execute("SELECT count(*) FROM target_scores").fetchall()[0][0]
+    finally:
+        con.close()
+    return {"tau": tau.value, "n_base": tau.n_base, "n_targets": int(n_targets)}

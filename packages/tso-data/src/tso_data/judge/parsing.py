@@ -20,8 +20,7 @@ otherwise the last ``(a, b)`` tuple, otherwise ``Assistant 1: a`` / ``Assistant 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 ParseStatus = Literal["ok", "unparsed"]
 
@@ -58,17 +57,16 @@ _PAIR_LABELLED = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ScoreParse:
-    """One parse: ``score`` is None unless ``status == 'ok'``; ``reason`` says why."""
+class ScoreParse(NamedTuple):
+    """One parse: ``score`` is None unless ``status == 'ok'``; ``reason`` says why.
+    (A NamedTuple: immutable and about 10x cheaper to build than a frozen dataclass.)"""
 
     score: float | None
     status: ParseStatus
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class PairParse:
+class PairParse(NamedTuple):
     """A pairwise parse: ``scores`` (first, second) is None unless ``status == 'ok'``."""
 
     scores: tuple[float, float] | None
@@ -128,14 +126,13 @@ def parse_score(text: str | None, scale_min: float, scale_max: float) -> ScorePa
     low = text.lower()
     if len(low) != len(text):  # a few non-ASCII letters change length when lower-cased
         low = text.translate(_ASCII_LOWER)
-    best: re.Match[str] | None = None
-    for candidate in (
-        _last_anchored(low, ("score", "rating"), _KEYWORD),
-        _last_anchored(low, ("[[",), _BRACKETS),
-        _last_fraction(low, scale_max),
-    ):
-        if candidate is not None and (best is None or candidate.start() > best.start()):
-            best = candidate
+    # Right-most claim wins. Each later search only looks right of the best claim so far,
+    # so for the usual text (verdict at the end) every search stops almost at once.
+    best = _last_anchored(low, ("score", "rating"), _KEYWORD, -1)
+    brackets = _last_anchored(low, ("[[",), _BRACKETS, best.start() if best else -1)
+    best = brackets or best
+    fraction = _last_fraction(low, scale_max, best.start() if best else -1)
+    best = fraction or best
     if best is None:
         return ScoreParse(None, "unparsed", "no score found")
     claim = text[best.start() : best.end()].strip()
@@ -148,49 +145,47 @@ def parse_score(text: str | None, scale_min: float, scale_max: float) -> ScorePa
                 None, "unparsed", f"{claim!r} is not on the scale {_fmt(scale_min)}-{_fmt(scale_max)}"
             )
     value = float(best.group("value"))
-    problem = _out_of_scale(value, scale_min, scale_max)
-    if problem is not None:
-        return ScoreParse(None, "unparsed", problem)
+    if not scale_min <= value <= scale_max:
+        return ScoreParse(None, "unparsed", _out_of_scale(value, scale_min, scale_max))
     return ScoreParse(value, "ok", repr(claim))
 
 
 def _last_anchored(
-    low: str, anchors: tuple[str, ...], pattern: re.Pattern[str]
+    low: str, anchors: tuple[str, ...], pattern: re.Pattern[str], floor: int
 ) -> re.Match[str] | None:
-    """The match of ``pattern`` starting at the right-most anchor occurrence where it matches."""
+    """The match of ``pattern`` at the right-most anchor occurrence after ``floor`` where it matches."""
     best: re.Match[str] | None = None
     for anchor in anchors:
         end = len(low)
-        floor = best.start() if best is not None else -1
         while True:
-            pos = low.rfind(anchor, 0, end)
-            if pos <= floor:
+            pos = low.rfind(anchor, floor + 1, end)
+            if pos < 0:
                 break
             m = pattern.match(low, pos)
             if m is not None:
-                best = m
+                best, floor = m, pos
                 break
             end = pos + len(anchor) - 1
     return best
 
 
-def _last_fraction(low: str, scale_max: float) -> re.Match[str] | None:
-    """The right-most ``a/b`` or ``a out of b`` whose denominator ``b`` is the scale max."""
+def _last_fraction(low: str, scale_max: float, floor: int) -> re.Match[str] | None:
+    """The right-most ``a/b`` or ``a out of b`` starting after ``floor`` whose denominator
+    ``b`` is the scale max."""
     best: re.Match[str] | None = None
     for anchor in ("/", "out of"):
         end = len(low)
-        floor = best.start() if best is not None else -1
         while True:
-            pos = low.rfind(anchor, 0, end)
-            if pos <= floor:
+            pos = low.rfind(anchor, floor + 1, end)
+            if pos < 0:
                 break
             end = pos + len(anchor) - 1
-            head = _NUMBER_TAIL.search(low, max(0, pos - 24), pos)
+            head = _NUMBER_TAIL.search(low, max(floor + 1, pos - 24), pos)
             if head is None:
                 continue
             m = _FRACTION.match(low, head.start())
             if m is not None and float(m.group("den")) == scale_max:
-                best = m
+                best, floor = m, m.start()
                 break
     return best
 

@@ -27,11 +27,8 @@ TARGET_COLUMNS = (
 
 
 def round_base_model(catalog: Catalog, round_: int) -> str:
-    """The base model of round ``round_`` from ``<catalog>/round.toml``.
-
-    Accepted layouts: ``[rounds.<R>] base_model = "..."`` or top-level ``round = R`` with
-    ``base_model = "..."`` (``[round]`` table too).
-    """
+    """The base model of round ``round_`` from ``<catalog>/round.toml``: the ``[round.R]``
+    table's ``base_model``, else the top-level ``base_model`` (the layout `tso-data build` reads)."""
     path = catalog.round_config_path
     if not path.is_file():
         raise TSODataError(f"{path}: no round configuration; pass --base MODEL (or --model) instead of --round")
@@ -40,13 +37,12 @@ def round_base_model(catalog: Catalog, round_: int) -> str:
             config = tomllib.load(fh)
         except tomllib.TOMLDecodeError as exc:
             raise TSODataError(f"{path}: not valid TOML: {exc}") from None
-    rounds = config.get("rounds", {})
-    if isinstance(rounds, dict) and str(round_) in rounds and "base_model" in rounds[str(round_)]:
-        return str(rounds[str(round_)]["base_model"])
-    for table in (config, config.get("round", {})):
-        if isinstance(table, dict) and "base_model" in table and int(table.get("round", round_)) == round_:
-            return str(table["base_model"])
-    raise TSODataError(f"{path}: field 'base_model': no base model for round {round_}; pass --base MODEL")
+    per_round = config.get("round", {})
+    override = per_round.get(str(round_), {}) if isinstance(per_round, dict) else {}
+    base = override.get("base_model", config.get("base_model")) if isinstance(override, dict) else None
+    if not base:
+        raise TSODataError(f"{path}: field 'base_model': no base model for round {round_}; pass --base MODEL")
+    return str(base)
 
 
 def select_targets(
