@@ -114,6 +114,12 @@ def test_export_bad_input(small_catalog, jh, tmp_path) -> None:
     jh.add_feedback(catalog, ids["big1"], ids["p1"], 5, rubric="helpfulness", split="train")
     result = run()
     assert result.exit_code == 2 and "rubric(s) helpfulness that are not defined" in result.output
+    with catalog.connect(read_only=False) as con:
+        con.execute("DELETE FROM feedback")
+    jh.add_feedback(catalog, ids["big1"], ids["p1"], 12, split="train")
+    result = run()
+    assert result.exit_code == 2 and "field 'score': 12 is outside the scale of rubric 'overall': 1-10" in result.output
+    assert not out.exists()
 
 
 scores = st.lists(st.integers(1, 10), min_size=3, max_size=30)

@@ -171,7 +171,7 @@ def test_function_judges_store_through_the_same_table(small_catalog, fn_module) 
     ("function", "message"),
     [
         ("broken", "RuntimeError: verifier crashed on 4"),
-        ("too_big", "returned 42, outside rubric 'overall's scale 1-10"),
+        ("too_big", "returned 42, outside the scale of rubric 'overall': 1-10"),
         ("not_a_number", "returned str 'good'; expected a number"),
     ],
 )

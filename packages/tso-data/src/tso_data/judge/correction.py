@@ -97,6 +97,13 @@ def export_judge_sft(
             f"{len(orphans)} feedback row(s) point at a response/answer that is not in the catalog "
             f"(first feedback_id {orphans[0]})"
         )
+    for r in rows:
+        rubric = rubrics[r["rubric"]]
+        if not rubric.scale_min <= r["score"] <= rubric.scale_max:
+            raise TSODataError(
+                f"feedback {r['feedback_id']}: field 'score': {r['score']:g} is outside the scale "
+                f"of rubric {rubric.name!r}: {rubric.scale_min:g}-{rubric.scale_max:g} ({rubric.source})"
+            )
     out_rows = []
     for r in rows:
         rubric = rubrics[r["rubric"]]

@@ -332,7 +332,7 @@ def _function_outcome(value: object, rubric: Rubric) -> tuple[float | None, str 
         return None, f"returned {score!r}; expected a finite number", "error"
     if not rubric.scale_min <= score <= rubric.scale_max:
         return None, (
-            f"returned {score:g}, outside rubric {rubric.name!r}'s scale "
+            f"returned {score:g}, outside the scale of rubric {rubric.name!r}: "
             f"{rubric.scale_min:g}-{rubric.scale_max:g}"
         ), "error"
     return score, rationale, "ok"
