@@ -50,6 +50,7 @@ def _register() -> None:
         "status_cmds",
         "generate_cmds",
         "build_cmds",
+        "judge_cmds",
     ):
         importlib.import_module(f"tso_data.cli.{name}").register(cli)
 
