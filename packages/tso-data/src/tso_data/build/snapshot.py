@@ -10,6 +10,7 @@ Single-turn: ``chosen`` = [assistant].
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import duckdb
@@ -132,11 +133,15 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
     >>> snapshot_digest(df, "{}") == snapshot_digest(df.reverse(), "{}")
     True
     """
-    view = conv.select("pair_id", "chosen_score", "rejected_score").to_arrow()  # noqa: F841 (read by duckdb)
-    digest = duckdb.sql(
-        "SELECT coalesce(sha256(string_agg(concat_ws(',', pair_id, coalesce(CAST(chosen_score AS VARCHAR), ''), "
-        "coalesce(CAST(rejected_score AS VARCHAR), '')), chr(10) ORDER BY pair_id)), '') FROM view"
-    ).fetchall()[0][0]
+    lines = conv.sort("pair_id").select(
+        pl.concat_str(
+            pl.col("pair_id"),
+            pl.col("chosen_score").cast(pl.String).fill_null(""),
+            pl.col("rejected_score").cast(pl.String).fill_null(""),
+            separator=",",
+        ).str.join("\n")
+    ).item()
+    digest = hashlib.sha256(lines.encode("utf-8")).hexdigest()
     return content_hash("snapshot", SCHEMA_VERSION, config_json, digest)
 
 
@@ -144,7 +149,7 @@ def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -
     """The snapshot's Arrow table (rows sorted by pair_id, exact §4 schema, metadata) and its id."""
     conv = with_pair_ids(conv).sort("pair_id")
     config_json = canonical_json(config)
-    snapshot_id = snapshot_digest(conv, config_json)
+    snapshot_id = snapshot_digest(conv.select("pair_id", "chosen_score", "rejected_score"), config_json)
     frame = conv.select(
         "prompt", "chosen", "rejected", "pair_id", "prompt_id", "kind", "chosen_source", "rejected_source",
         "chosen_score", "rejected_score", pl.lit(round_, dtype=pl.Int32).alias("round"),
