@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from catalog_rows import add_answers, add_judgments, add_models, add_prompts, add_responses, read_jsonl
+from catalog_rows import add_judgments, add_models, add_prompts, add_responses, read_jsonl
 from tso_data.build.config import load_round_config
 from tso_data.build.run import plan_round, write_round
 from tso_data.catalog import Catalog
