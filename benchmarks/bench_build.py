@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     pandas_scaled = pandas["inner_s"] * n_prompts / n_pandas
     result = {
         "prompts": n_prompts, "responses": 12 * n_prompts, "pairs_asked": n_prompts, "scale": scale,
-        "cpu_count": os.cpu_count(), "generate_s": gen_s,
+        "cpu_count": os.cpu_count(), "load_average_after": os.getloadavg(), "generate_s": gen_s,
         "tso": tso, "floor": floor, "pandas": {**pandas, "prompts": n_pandas, "scaled_s": pandas_scaled},
         "ratio_to_floor": tso["inner_s"] / floor["inner_s"],
         "speedup_vs_pandas": pandas_scaled / tso["inner_s"],

@@ -400,8 +400,7 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
     stats = (
         cand.group_by("si")
         .agg(pl.len().alias("answers"), pl.col("score").mean().alias("mean_score"),
-             pl.col("score").is_not_null().sum().alias("scored"),
-             pl.col("pid").n_unique().alias("prompts"))
+             pl.col("score").is_not_null().sum().alias("scored"))
         .with_columns(source=pl.col("si").replace_strict(dict(enumerate(sources)), return_dtype=pl.String))
         .drop("si")
         .sort("source")

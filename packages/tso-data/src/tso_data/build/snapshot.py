@@ -41,7 +41,7 @@ SNAPSHOT_SCHEMA = pa.schema([
 WRITER_OPTIONS: dict[str, object] = {
     "compression": "zstd",
     "compression_level": 3,
-    "use_dictionary": True,
+    "use_dictionary": ["kind", "chosen_source", "rejected_source"],  # low-cardinality columns only
     "write_statistics": True,
     "row_group_size": 65_536,
     "data_page_size": 1 << 20,
@@ -147,7 +147,8 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
 
 def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -> tuple[pa.Table, str]:
     """The snapshot's Arrow table (rows sorted by pair_id, exact §4 schema, metadata) and its id."""
-    conv = with_pair_ids(conv).sort("pair_id")
+    conv = with_pair_ids(conv)
+    conv = conv[conv.get_column("pair_id").arg_sort()]  # one gather in pair_id order
     config_json = canonical_json(config)
     snapshot_id = snapshot_digest(conv.select("pair_id", "chosen_score", "rejected_score"), config_json)
     frame = conv.select(
