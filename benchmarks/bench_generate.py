@@ -109,23 +109,25 @@ def bench_openai(levels: list[int], rounds: int, console: Console) -> list[dict[
 
 
 def bench_transformers(n_prompts: int, batch_size: int, max_tokens: int, repeats: int,
-                       console: Console) -> dict[str, object]:
+                       console: Console, device: str = "cpu") -> dict[str, object]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tso_train.tiny import build_tiny_causal_lm
 
     torch.set_num_threads(1)  # steadier than 2 threads on cores other processes share
+    size = dict(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2)
+    if device != "cpu":
+        size = dict(hidden_size=1024, num_layers=8, num_heads=16, num_kv_heads=4)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_causal_lm(Path(tmp) / "model", hidden_size=256, num_layers=4, num_heads=4,
-                                         num_kv_heads=2, seed=0)
+        model_dir = build_tiny_causal_lm(Path(tmp) / "model", seed=0, **size)
         texts = [f"Explain step {i}: " + "the quick brown fox jumps over the lazy dog " * (1 + i % 4)
                  for i in range(n_prompts)]
         conversations = [[{"role": "user", "content": t}] for t in texts]
 
         # baseline: a plain batched generate loop, left padding, greedy
         tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
 
         def plain_loop() -> tuple[int, float]:
             tokens = 0
@@ -133,12 +135,14 @@ def bench_transformers(n_prompts: int, batch_size: int, max_tokens: int, repeats
             for i in range(0, n_prompts, batch_size):
                 chunk = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
                          for c in conversations[i : i + batch_size]]
-                enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
                 with torch.inference_mode():
                     out = model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
                                          pad_token_id=tokenizer.pad_token_id)
                 new = out[:, enc["input_ids"].shape[1] :]
                 tokens += int((new != tokenizer.pad_token_id).sum())
+            if device != "cpu":
+                torch.cuda.synchronize()
             return tokens, time.monotonic() - started
 
         def job(round_: int) -> tuple[int, float, float]:
@@ -151,7 +155,7 @@ def bench_transformers(n_prompts: int, batch_size: int, max_tokens: int, repeats
             order = {prompt_id(c): i for i, c in enumerate(conversations)}
             plan.todo.sort(key=lambda conv: order[conv.prompt_id])
             backend = get_backend(get_model(catalog, "small-v1-0.01b"),
-                                  BackendOptions(device="cpu", batch_size=batch_size))
+                                  BackendOptions(device=device, batch_size=batch_size))
             started = time.monotonic()
             result = run_generation(catalog, plan, backend, flush_every=512, flush_seconds=30, progress=False)
             wall = time.monotonic() - started
@@ -182,7 +186,8 @@ def bench_transformers(n_prompts: int, batch_size: int, max_tokens: int, repeats
             "plain_tokens": plain_tokens, "job_tokens": job_tokens,
             "plain_tokens_per_s": round(baseline_best, 1), "job_tokens_per_s": round(job_best, 1),
             "ratio": round(ratio, 3), "pair_ratios": [round(x, 3) for x in ratios],
-            "catalog_write_s": round(writes, 3), "torch_threads": torch.get_num_threads(),
+            "catalog_write_s": round(writes, 3), "torch_threads": torch.get_num_threads(), "device": device,
+            "model": size,
         }
         console.print(f"transformers: job {job_best:.0f} tok/s vs plain generate {baseline_best:.0f} tok/s "
                       f"(median pair ratio {ratio:.2f}: {', '.join(f'{x:.2f}' for x in ratios)})")
@@ -193,17 +198,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="fewer requests and prompts (quick check)")
     parser.add_argument("--skip-transformers", action="store_true")
+    parser.add_argument("--transformers-only", action="store_true")
+    parser.add_argument("--device", default="cpu", help="transformers part: cpu or cuda (a larger model on cuda)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args(argv)
     console = Console(width=160)
     load_before = os.getloadavg()[0]
     rounds = 10 if args.small else 50
     levels = [16, 64, 256]
-    openai_rows = bench_openai(levels, rounds, console)
+    openai_rows = [] if args.transformers_only else bench_openai(levels, rounds, console)
     tf_row = None
     if not args.skip_transformers:
-        tf_row = bench_transformers(n_prompts=32 if args.small else 96, batch_size=16,
-                                    max_tokens=16 if args.small else 32, repeats=3 if args.small else 5,
-                                    console=console)
+        if args.device == "cpu":
+            tf_row = bench_transformers(n_prompts=32 if args.small else 96, batch_size=16,
+                                        max_tokens=16 if args.small else 32, repeats=3 if args.small else 5,
+                                        console=console)
+        else:
+            tf_row = bench_transformers(n_prompts=256, batch_size=64, max_tokens=64, repeats=5, console=console,
+                                        device=args.device)
 
     table = Table(title="bench_generate" + (" (--small)" if args.small else "")
                   + f" — {os.cpu_count()} cores, load average {load_before:.1f} at start")
@@ -222,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     if tf_row is not None:
         met = tf_row["ratio"] >= 0.9
         verdicts.append(met)
-        table.add_row(f"transformers ({tf_row['prompts']} prompts, bs {tf_row['batch_size']})",
+        table.add_row(f"transformers {tf_row['device']} ({tf_row['prompts']} prompts, bs {tf_row['batch_size']})",
                       f"{tf_row['job_tokens_per_s']} tok/s", f"{tf_row['plain_tokens_per_s']} tok/s",
                       f"{tf_row['ratio']:.2f}", ">= 0.90", f"{tf_row['catalog_write_s']} s", "yes" if met else "NO")
     console.print(table)
@@ -237,9 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         "transformers": tf_row,
         "all_targets_met": all(verdicts),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-    console.print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
