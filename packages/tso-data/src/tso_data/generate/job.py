@@ -225,7 +225,7 @@ def plan_generation(catalog: Catalog, spec: GenerateSpec) -> Plan:
         )
     shard_index, n_shards = spec.shard
     mine = [p for p in prompts if shard_of(p["prompt_id"], n_shards) == shard_index]
-    done = existing_response_ids(catalog, spec.model)
+    done = existing_response_ids(catalog, spec.model, spec.sampling_key)
     todo: list[Conversation] = []
     skipped = 0
     for prompt in mine:
@@ -240,9 +240,11 @@ def plan_generation(catalog: Catalog, spec: GenerateSpec) -> Plan:
     return Plan(spec, len(prompts), len(mine), skipped, todo, int(failures or 0))
 
 
-def existing_response_ids(catalog: Catalog, model: str) -> set[str]:
-    """Ids in ``responses`` for ``model`` and in any pending response shard."""
-    ids = set(catalog.arrow("SELECT response_id FROM responses WHERE model = ?", [model]).column(0).to_pylist())
+def existing_response_ids(catalog: Catalog, model: str, sampling_key: str) -> set[str]:
+    """Ids of ``model``'s responses with these sampling parameters, in ``responses`` or in
+    a pending shard (written by a killed run or another worker)."""
+    ids = set(catalog.arrow("SELECT response_id FROM responses WHERE model = ? AND sampling = ?",
+                            [model, sampling_key]).column(0).to_pylist())
     for path in pending_shards(catalog, "responses"):
         try:
             table = pq.read_table(path, columns=["response_id", "model"])
