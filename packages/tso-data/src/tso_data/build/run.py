@@ -32,6 +32,7 @@ class RoundBuild:
     path: Path | None = None
     created: bool = False
     lengths: dict[str, float] = field(default_factory=dict)
+    cells: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_inputs(catalog: Catalog, config: RoundConfig) -> tuple[BuildInputs, pl.DataFrame, dict[str, Any]]:
@@ -94,6 +95,7 @@ def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
     pools = resolve_pools(config, models)
     result = build_pairs(inputs, config, pools)
     build = RoundBuild(config=config, pools=pools, result=result, inputs_fingerprint=fingerprint)
+    build.cells = matrix_cells(models, inputs, pools)
     build.lengths = length_stats(result.pairs)
     c, r = build.lengths.get("chosen_chars", 0.0), build.lengths.get("rejected_chars", 0.0)
     if c and r and not (1 / LENGTH_IMBALANCE <= c / r <= LENGTH_IMBALANCE):
@@ -102,6 +104,30 @@ def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
             "(a model may learn length instead of quality)"
         )
     return build
+
+
+def matrix_cells(models: pl.DataFrame, inputs: BuildInputs, pools: ResolvedPools) -> list[dict[str, Any]]:
+    """Every cell of the base model's family (and every pool source) with its role and
+    number of responses: the pool membership the dry-run shows."""
+    counts = dict(inputs.responses.group_by("model").len().iter_rows())
+    counts["human"] = inputs.answers.height
+    rows = []
+    for m in models.sort("family", "size_b", "version_order", "name", nulls_last=True).to_dicts():
+        name = m["name"]
+        in_family = m["kind"] == "model" and m["family"] == pools.base_family and pools.base_family is not None
+        if not (in_family or name in pools.positive or name in pools.negative):
+            continue
+        if name == pools.base_model:
+            role = "base"
+        elif name in pools.positive:
+            role = f"positive ({pools.positive[name]:.3f})"
+        elif name in pools.negative:
+            role = f"negative ({pools.negative[name]:.3f})"
+        else:
+            role = "not in a pool"
+        rows.append({"source": name, "family": m["family"], "version": m["version"], "size_b": m["size_b"],
+                     "role": role, "responses": int(counts.get(name, 0))})
+    return rows
 
 
 def length_stats(pairs: pl.DataFrame) -> dict[str, float]:
