@@ -196,7 +196,7 @@ def test_function_judge_failures_are_errors_with_messages(small_catalog, fn_modu
         (["--judge", "j"], "choose what to judge"),
         (["--judge", "j", "--model", "nobody"], "nothing to judge"),
         (["--judge", "j", "--where", "no_such_column = 1"], "--where 'no_such_column = 1'"),
-        (["--judge", "j", "--round", "1"], "no round configuration"),
+        (["--judge", "j", "--round", "1"], "field 'base_model': required"),
         (["--judge", "fn:json:dumps", "--model", "m-base", "--samples", "0"], "--samples must be >= 1"),
     ],
 )
