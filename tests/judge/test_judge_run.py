@@ -106,6 +106,7 @@ def test_backend_errors_are_stored_as_errors_and_retried(small_catalog, scripted
 
 def test_reparse_fixes_rows_without_calling_a_model(small_catalog, scripted, jh, monkeypatch) -> None:
     catalog, ids = small_catalog
+    jh.add_models(catalog, "j")
     scripted(["Verdict -> 7 points"])
     invoke("judge", "-c", str(catalog.root), "--judge", "j", "--model", "m-big", "--max-attempts", "1")
     assert [r["status"] for r in rows(catalog, "j")] == ["unparsed"]
@@ -198,6 +199,7 @@ def test_function_judge_failures_are_errors_with_messages(small_catalog, fn_modu
         (["--judge", "j", "--where", "no_such_column = 1"], "--where 'no_such_column = 1'"),
         (["--judge", "j", "--round", "1"], "field 'base_model': required"),
         (["--judge", "fn:json:dumps", "--model", "m-base", "--samples", "0"], "--samples must be >= 1"),
+        (["--judge", "gpt-4 (ingested)", "--reparse"], "not a registered judge model"),
     ],
 )
 def test_bad_judge_input_is_one_line_exit_2(small_catalog, args, message) -> None:

@@ -103,6 +103,13 @@ def judge_cmd(
     catalog = Catalog.open(catalog_path)
     dirs = rubric_dirs(catalog.root, [Path(d) for d in rubrics_dirs])
     if reparse:
+        from tso_data.matrix import find_model
+
+        if judge.startswith(judge_run.FUNCTION_PREFIX) or find_model(catalog, judge) is None:
+            raise TSODataError(
+                f"--reparse: {judge!r} is not a registered judge model; only texts written by "
+                "`tso-data judge` with a model are re-parsed (function judges and ingested scores keep their values)"
+            )
         names = [r.name for r in resolve_rubrics(rubric_names, dirs)] if rubric_names else []
         transitions = judge_run.reparse(catalog, judge=judge, rubrics=names)
         if as_json:
