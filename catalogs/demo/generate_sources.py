@@ -2,7 +2,7 @@
 
 Everything here is written by the project itself: ~200 program-checkable prompts
 (arithmetic word problems, string and list manipulation), correct human answers from the
-generator, answers of a fictional 'acme' model family (3 versions x 2 sizes) whose
+generator, answers (4 samples each) of a fictional 'acme' model family (3 versions x 2 sizes) whose
 mistakes grow with older versions and smaller sizes, and scores of a deterministic
 checker judge. Deterministic: the same seed writes byte-identical files.
 
@@ -20,6 +20,7 @@ from pathlib import Path
 SEED = 43
 N_PROMPTS = 200
 HELDOUT_EVERY = 10  # every 10th prompt is held out for evaluation
+SAMPLES = 4  # answers per model and prompt (sample_index 0..3): base pairs need several
 OUT = Path(__file__).resolve().parent / "source"
 
 # name -> (version, size_b, mistake rate): older and smaller make more mistakes.
@@ -115,7 +116,7 @@ def judge_score(text: str, answer: str, key: str) -> float:
 
 
 def judgment(pid: str, model: str, text: str, answer: str) -> dict[str, object]:
-    score = judge_score(text, answer, f"{pid}:{model}")
+    score = judge_score(text, answer, f"{pid}:{model}:{text}")
     verdict = "correct" if score >= 7 else "wrong"
     return {"prompt_id": pid, "model": model, "score": score, "review": f"The final answer is {verdict}.\nScore: {score:g}"}
 
@@ -136,9 +137,11 @@ def main() -> None:
         answers.append({"prompt_id": pid, "answer": human, "author": "demo-generator"})
         judgments.append(judgment(pid, "human", human, answer))
         for model, (_version, size_b, rate) in MODELS.items():
-            out, _ok = model_answer(model, size_b, rate, answer, why, pid)
-            responses.append({"prompt_id": pid, "model": model, "response": out})
-            judgments.append(judgment(pid, model, out, answer))
+            for sample in range(SAMPLES):
+                key = pid if sample == 0 else f"{pid}#{sample}"
+                out, _ok = model_answer(model, size_b, rate, answer, why, key)
+                responses.append({"prompt_id": pid, "model": model, "sample_index": sample, "response": out})
+                judgments.append(judgment(pid, model, out, answer) | {"sample_index": sample})
     models = [
         {"name": m, "family": "acme", "version": str(v), "size_b": s, "note": f"fictional demo model, mistake rate {r:.0%}"}
         for m, (v, s, r) in MODELS.items()

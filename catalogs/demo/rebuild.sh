@@ -3,6 +3,10 @@
 # Idempotent: on an existing catalog every step adds nothing. --fresh starts from scratch.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
+# Prefer the project's virtual environment (make setup) when it exists.
+if [ -z "${TSO_DATA:-}" ] && [ -x "$here/../../.venv/bin/tso-data" ]; then
+  TSO_DATA="$here/../../.venv/bin/tso-data"
+fi
 TSO_DATA=${TSO_DATA:-tso-data}
 if [ "${1:-}" = "--fresh" ]; then
   rm -f "$here/catalog.duckdb" "$here/catalog.duckdb.wal"

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from tso_data.catalog import Catalog
 from tso_data.cli.main import cli
 
 
-def run_cli(*args: str, ok: bool = True) -> "click.testing.Result":  # noqa: F821
+def run_cli(*args: str, ok: bool = True) -> Result:
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     if ok:
         assert result.exit_code == 0, result.output

@@ -117,3 +117,30 @@ def test_sql_prompt_ids_equal_python_ids(texts: list[str]) -> None:
         ingest_files(catalog, "prompts", [f])
         row = catalog.arrow("SELECT prompt_id, messages FROM prompts").to_pylist()[0]
         assert row["prompt_id"] == ids.prompt_id([{"role": "user", "content": t} for t in texts])
+
+
+def test_judgments_by_target_id_and_unparsed_scores(base: Catalog, tmp_path: Path) -> None:
+    path = _write("jsonl", tmp_path / "r")
+    ingest_files(base, "responses", [path], mapping={"prompt": "qid", "turns": "answer"})
+    targets = [r["response_id"] for r in base.arrow("SELECT response_id FROM responses ORDER BY response_id").to_pylist()]
+    f = tmp_path / "j.jsonl"
+    f.write_text(
+        json.dumps({"target_id": targets[0], "score": 7.5, "raw_text": "fine. Score: 7.5"}) + "\n"
+        + json.dumps({"target_id": targets[1], "score": None, "raw_text": "I cannot rate this."}) + "\n",
+        encoding="utf-8",
+    )
+    report = ingest_files(base, "judgments", [f], constants={"judge": "j1", "rubric": "factuality"})
+    assert report.new == 2 and report.files[0].not_ok == 1
+    rows = base.arrow("SELECT target_id, status, score, rubric, judge, raw_text FROM judgments ORDER BY target_id").to_pylist()
+    assert [(r["status"], r["score"]) for r in rows] == [("ok", 7.5), ("unparsed", None)]
+    assert rows[1]["raw_text"] == "I cannot rate this." and {r["rubric"] for r in rows} == {"factuality"}
+    # the same judgment with another score is a conflict, not a silent second row
+    g = tmp_path / "j2.jsonl"
+    g.write_text(json.dumps({"target_id": targets[0], "score": 3, "raw_text": "fine. Score: 7.5"}) + "\n", encoding="utf-8")
+    with pytest.raises(TSODataError, match="j2.jsonl:1: field 'judgment_id': the catalog already holds"):
+        ingest_files(base, "judgments", [g], constants={"judge": "j1", "rubric": "factuality"})
+    # with --scale none, a 0 is a real score
+    h = tmp_path / "j3.jsonl"
+    h.write_text(json.dumps({"target_id": targets[1], "score": 0, "key": "second"}) + "\n", encoding="utf-8")
+    ingest_files(base, "judgments", [h], constants={"judge": "j1"}, scale=None)
+    assert base.scalar("SELECT score FROM judgments WHERE status = 'ok' AND score = 0") == 0

@@ -157,7 +157,7 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         todo = [
             (r["prompts_without_base_response"], "prompts without a base-model response", "tso-data generate"),
             (r["base_responses_without_ok_judgment"], "base responses without an ok judgment", "tso-data judge"),
-            (len(r["empty_pools"]), "pool sources with no answers: " + ", ".join(r["empty_pools"]), ""),
+            (len(r["empty_pools"]), "pool sources with no answers" + (": " + ", ".join(r["empty_pools"]) if r["empty_pools"] else ""), ""),
         ]
         for n, what, how in todo:
             mark = "[green]✓[/]" if n == 0 else "[yellow]![/]"

@@ -214,11 +214,25 @@ class _FileJob:
         if len(parts) > 1:
             raise TSODataError(f"{self.path}: fields split over several columns must all list the same number of columns")
         self.n_parts = parts.pop() if parts else 1
+        # Responses can be millions of long texts: their turns stay in `src` (the Parquet
+        # file itself, for Parquet) and `stage` keeps only a fingerprint, the number of
+        # turns and of empty turns; the texts are read once more, by the final INSERT.
+        self.light = self.report.kind == "responses"
+        self.light_exprs: dict[str, str] = {}
         selects = []
         for i in range(self.n_parts):
             exprs = ["__row", f"{i} AS __part"]
             for f in FIELDS[self.report.kind]:
-                exprs.append(f"{self._expr(f, i)} AS {f.name}")
+                expr = self._expr(f, i)
+                if self.light and f.is_list:
+                    self.light_exprs[f.name] = expr
+                    exprs += [
+                        f"hash({expr}) AS {f.name}_fp",
+                        f"len({expr}) AS {f.name}_len",
+                        f"len(list_filter({expr}, lambda t: trim(t) = '')) AS {f.name}_empty",
+                    ]
+                    continue
+                exprs.append(f"{expr} AS {f.name}")
             exprs.extend(f"{sql} AS {name}" for name, sql in self._extra_exprs().items())
             selects.append(f"SELECT {', '.join(exprs)} FROM src")
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE stage AS {' UNION ALL '.join(selects)}")
@@ -353,20 +367,24 @@ class _FileJob:
         )
 
     def check_turns(self, allow_empty: bool) -> None:
-        self.require("turns")
-        self.fail_if("len(turns) = 0", "turns", "no turns")
+        if self.light:
+            if "turns" not in self.b:
+                self.require("turns")
+            n, n_empty = "turns_len", "turns_empty"
+        else:
+            self.require("turns")
+            n, n_empty = "len(turns)", "len(list_filter(turns, lambda t: trim(t) = ''))"
+        self.fail_if(f"{n} = 0", "turns", "no turns")
         self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE stage_bad AS SELECT __row, turns, "
-            "len(turns) || ' turn(s) given, the prompt has ' || n_turns || ' user turn(s) to answer' AS __extra "
-            "FROM stage WHERE len(turns) <> n_turns"
+            f"CREATE OR REPLACE TEMP TABLE stage_bad AS SELECT __row, "
+            f"{n} || ' turn(s) given, the prompt has ' || n_turns || ' user turn(s) to answer' AS __extra "
+            f"FROM stage WHERE {n} <> n_turns"
         )
         self.fail_if("true", "turns", "{extra}", table="stage_bad")
         if not allow_empty:
-            self.fail_if("len(list_filter(turns, lambda t: trim(t) = '')) > 0", "turns", "empty text")
+            self.fail_if(f"{n_empty} > 0", "turns", "empty text")
         else:
-            empty = self.con.execute(
-                "SELECT count(*) FROM stage WHERE len(list_filter(turns, lambda t: trim(t) = '')) > 0"
-            ).fetchone()
+            empty = self.con.execute(f"SELECT count(*) FROM stage WHERE {n_empty} > 0").fetchone()
             if empty and empty[0]:
                 self.report.notes.append(f"{empty[0]} row(s) with an empty turn (kept: a model may answer nothing)")
 
@@ -446,13 +464,17 @@ class _FileJob:
             table="stage_bad",
         )
 
-    def dedupe(self, key: str, content: Sequence[str], table: str, hint: str = "") -> str:
+    def dedupe(
+        self, key: str, content: Sequence[str], table: str, hint: str = "", stage_fp: str | None = None
+    ) -> str:
         """Check that rows sharing ``key`` share their ``content`` columns, inside the file
         and against the catalog ``table``; count in-file duplicates; return the SQL of
         the unique rows (the first of each key)."""
         con = self.con
 
         def fingerprint(alias: str) -> str:
+            if alias == "s" and stage_fp is not None:
+                return f"s.{stage_fp}"  # the same hash, computed when staging
             return "hash(" + ", ".join(f"{alias}.{c}" for c in content) + ")"
 
         con.execute(
@@ -581,15 +603,23 @@ def _write_responses(job: _FileJob) -> None:
     sid = ids.sql_hash("response", "prompt_id", "model", "'ingested'", "CAST(coalesce(sample_index, 0) AS VARCHAR)")
     con.execute(f"CREATE OR REPLACE TEMP TABLE stage AS SELECT *, {sid} AS response_id FROM stage")
     hint = "; several samples per prompt and model need a sample_index column (--map sample_index=COLUMN)"
-    unique_sql = job.dedupe("response_id", ["turns"], "responses", hint)
-    job.insert(
-        "responses",
-        "SELECT response_id, prompt_id, model, coalesce(sample_index, 0)::INTEGER AS sample_index, turns, "
-        "'ingested' AS sampling, 'ingested' AS backend, NULL::INTEGER AS prompt_tokens, "
-        "NULL::INTEGER AS completion_tokens, finish_reason, NULL::DOUBLE AS latency_s, now() AS created_at "
-        f"FROM ({unique_sql})",
-        job.report.rows - job.report.duplicates,
+    unique_sql = job.dedupe("response_id", ["turns"], "responses", hint, stage_fp="turns_fp")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE new_rows AS SELECT * FROM ({unique_sql}) f "
+        "WHERE NOT EXISTS (SELECT 1 FROM responses t WHERE t.response_id = f.response_id)"
     )
+    new = job.count("new_rows")
+    if new:
+        con.execute(
+            "INSERT INTO responses (response_id, prompt_id, model, sample_index, turns, sampling, backend, "
+            "prompt_tokens, completion_tokens, finish_reason, latency_s, created_at) "
+            "SELECT f.response_id, f.prompt_id, f.model, coalesce(f.sample_index, 0)::INTEGER, x.__turns, "
+            "'ingested', 'ingested', NULL, NULL, f.finish_reason, NULL, now() FROM new_rows f "
+            f"JOIN (SELECT __row AS __src_row, {job.light_exprs['turns']} AS __turns FROM src) x "
+            "ON x.__src_row = f.__row"
+        )
+    job.report.new = new
+    job.report.existing = job.report.rows - job.report.duplicates - new
 
 
 def _write_judgments(job: _FileJob) -> None:

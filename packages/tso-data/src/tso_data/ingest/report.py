@@ -40,8 +40,10 @@ class IngestReport:
 
     def render(self, console: Console) -> None:
         table = Table(title="ingest", title_justify="left")
-        for name in ("file", "kind", "format", "rows", "new", "existing", "dup in file", "not ok", "s"):
-            table.add_column(name, justify="right" if name not in ("file", "kind", "format") else "left")
+        for name in ("file", "kind", "format", "rows", "new", "existing", "dup", "not ok", "s"):
+            left = name in ("file", "kind", "format")
+            table.add_column(name, justify="left" if left else "right", no_wrap=name != "file",
+                             overflow="fold" if name == "file" else "ellipsis")
         for f in self.files:
             table.add_row(
                 Path(f.path).name, f.kind, f.format, f"{f.rows:,}", f"[green]{f.new:,}[/]" if f.new else "0",
