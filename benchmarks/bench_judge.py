@@ -137,12 +137,16 @@ def write_judgments(path: Path, n: int, seed: int = 0) -> dict[str, int]:
         }
     )
     pq.write_table(table, path, row_group_size=1_000_000)
+    one_per_target = np.arange(n_targets) * per_target
+    pq.write_table(table.select(["target_id", "prompt_id", "source"]).take(one_per_target),
+                   path.with_name("targets.parquet"))  # the catalog's responses, as `scores` reads them
     return {"judgments": n, "targets": n_targets, "prompts": n_prompts}
 
 
 def bench_aggregate(n: int, workdir: Path) -> dict[str, object]:
     """Both sides read the same Parquet file with 2 threads: ours runs the `tso-data scores`
-    path (tso_data.scoring aggregation + τ + per-source distribution + per-prompt shape)."""
+    path (read judgments and targets, tso_data.scoring aggregation, τ, per-source
+    distribution, per-prompt shape)."""
     path = workdir / "judgments.parquet"
     sizes = write_judgments(path, n)
     os.environ["POLARS_MAX_THREADS"] = "2"  # read by polars at import: import it only now
@@ -157,7 +161,8 @@ def bench_aggregate(n: int, workdir: Path) -> dict[str, object]:
     floor_s = time.perf_counter() - t0
     con.close()
     t0 = time.perf_counter()
-    report = score_report(pl.read_parquet(path), base="model-0", judge="judge-7b")
+    report = score_report(pl.read_parquet(path), base="model-0", judge="judge-7b",
+                          targets=pl.read_parquet(path.with_name("targets.parquet")))
     ours_s = time.perf_counter() - t0
     n_scored = int(report.distribution.get_column("n").sum())
     return {

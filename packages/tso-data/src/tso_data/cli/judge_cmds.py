@@ -216,7 +216,7 @@ def scores_cmd(
       tso-data scores --base acme-v1-7b --judge judge-7b --weight factuality=2 --plot scores.png
       tso-data scores --round 1 --tau-mode prompt-mean --json
     """
-    from tso_data.judge.scores import load_judgments, load_split_prompts, plot_report, score_report
+    from tso_data.judge.scores import load_judgments, load_split_prompts, load_targets, plot_report, score_report
 
     console = Console()
     catalog = Catalog.open(catalog_path)
@@ -251,7 +251,7 @@ def scores_cmd(
     report = score_report(
         load_judgments(catalog), base=base, judge=judge, tau_mode=tau_mode or "global-mean", tau_value=tau_value,
         rubric_weights=rubric_weights, rubrics=rubric_names, min_samples=min_samples,
-        prompts=load_split_prompts(catalog, split) if split is not None else None,
+        prompts=load_split_prompts(catalog, split) if split is not None else None, targets=load_targets(catalog),
     )
     if plot:
         plot_report(report, Path(plot))

@@ -60,6 +60,15 @@ def load_judgments(catalog: Catalog) -> pl.DataFrame:
         return pl.from_arrow(con.sql(f"SELECT {JUDGMENT_COLUMNS} FROM judgments").to_arrow_table())  # type: ignore[return-value]
 
 
+def load_targets(catalog: Catalog) -> pl.DataFrame:
+    """``target_id, prompt_id, source`` of every response and human answer."""
+    with catalog.connect(read_only=True) as con:
+        return pl.from_arrow(con.sql(  # type: ignore[return-value]
+            "SELECT response_id AS target_id, prompt_id, model AS source FROM responses UNION ALL "
+            "SELECT answer_id, prompt_id, source FROM answers"
+        ).to_arrow_table())
+
+
 def load_split_prompts(catalog: Catalog, split: str) -> pl.DataFrame:
     with catalog.connect(read_only=True) as con:
         return pl.from_arrow(con.sql("SELECT prompt_id FROM prompts WHERE split = ?", params=[split]).to_arrow_table())  # type: ignore[return-value]
@@ -75,12 +84,14 @@ def score_report(
     rubric_weights: Mapping[str, float] | None = None,
     rubrics: Sequence[str] = (),
     prompts: pl.DataFrame | None = None,
+    targets: pl.DataFrame | None = None,
     min_samples: int = 3,
 ) -> ScoreReport:
     """The report from a frame of judgments (columns :data:`JUDGMENT_COLUMNS`).
 
     ``prompts`` (a ``prompt_id`` column) restricts everything to those prompts, as the
-    round's ``split`` does in `tso-data build`.
+    round's ``split`` does in `tso-data build`. ``targets`` (``target_id, prompt_id,
+    source``: the responses and answers) saves a pass over the judgments to find them.
     """
     if judgments.height == 0 or judgments.filter(pl.col("status") == "ok").height == 0:
         raise TSODataError("no scored judgments in the catalog; run `tso-data judge` (or ingest judgments) first")
@@ -91,7 +102,9 @@ def score_report(
     scores = aggregate_scores(judgments, judge=judge, rubric_weights=rubric_weights)
     if judge is None:  # aggregate_scores has checked there is only one
         judge = judgments.get_column("judge").drop_nulls().first()
-    meta = judgments.group_by("target_id").agg(pl.col("prompt_id").first(), pl.col("source").first())
+    if targets is None:
+        targets = judgments.group_by("target_id").agg(pl.col("prompt_id").first(), pl.col("source").first())
+    meta = targets.select("target_id", "prompt_id", "source")
     scored = scores.join(meta, on="target_id", how="inner")
     if prompts is not None:
         scored = scored.join(prompts.select("prompt_id"), on="prompt_id", how="semi")
