@@ -24,6 +24,7 @@ import pyarrow as pa
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
 from tso_data.generate.backend import Backend, Request, Result, SamplingParams
+from tso_data.generate.runner import run_requests
 from tso_data.ids import content_hash, judgment_id
 from tso_data.judge.conversation import question_and_answer
 from tso_data.judge.parsing import parse_score
@@ -230,8 +231,6 @@ def run_model_judge(
     parses or has used ``max_attempts``. Rows reach the catalog as shards at every flush,
     so an interrupted run loses at most one flush interval; the next run merges them.
     """
-    from tso_data.generate.runner import run_requests
-
     pending = {item.judgment_id: item for item in items}
     final: dict[str, str] = {}
     attempt_round = 0
@@ -287,8 +286,8 @@ def run_model_judge(
             for key in set(pending) - answered:  # a backend that dropped a request: an error
                 item = pending[key]
                 item.attempts += 1
-                on_flush_rows = [_row(item, judge, judge_version, "backend returned no result", None, "error")]
-                write_shard(catalog, "judgments", pa.Table.from_pylist(on_flush_rows, schema=JUDGMENT_SCHEMA))
+                rows = [_row(item, judge, judge_version, "backend returned no result", None, "error")]
+                write_shard(catalog, "judgments", pa.Table.from_pylist(rows, schema=JUDGMENT_SCHEMA))
                 final[key] = "error"
                 if item.attempts < max_attempts:
                     retry[key] = item
@@ -304,7 +303,7 @@ def run_model_judge(
 JudgeFunction = Callable[[list[dict[str, str]], list[str], "list[str] | None"], object]
 
 
-def load_function_judge(spec: str) -> tuple[JudgeFunction, str]:
+def load_function_judge(spec: str) -> tuple[JudgeFunction, str | None]:
     """``fn:module:function`` -> (callable, version).
 
     The version is the module's ``__version__`` if it has one, else a hash of the
