@@ -222,3 +222,15 @@ def test_round_resolves_the_base_model(small_catalog, scripted) -> None:
     backend = scripted(["Score: 5"])
     invoke("judge", "-c", str(catalog.root), "--judge", "j", "--round", "1")
     assert len(backend.requests) == 1 and [r["source"] for r in rows(catalog, "j")] == ["m-big"]
+
+
+def test_where_can_select_the_heldout_feedback_targets(small_catalog, fn_module, jh) -> None:
+    """The README's correction workflow judges exactly the answers with held-out feedback."""
+    catalog, ids = small_catalog
+    jh.add_feedback(catalog, ids["base1"][1], ids["p1"], 7, split="heldout")
+    jh.add_feedback(catalog, ids["base2"][2], ids["p2"], 3, split="heldout")
+    jh.add_feedback(catalog, ids["base1"][0], ids["p1"], 5, split="train")
+    heldout = "target_id IN (SELECT target_id FROM feedback WHERE split = 'heldout')"
+    invoke("judge", "-c", str(catalog.root), "--judge", f"fn:{fn_module}:length_score", "--where", heldout)
+    judged = {r["target_id"] for r in rows(catalog, f"fn:{fn_module}:length_score")}
+    assert judged == {ids["base1"][1], ids["base2"][2]}
