@@ -61,21 +61,17 @@ def stub_catalog(catalog: Catalog, stub: RunningStub) -> Catalog:
     return catalog
 
 
-def run_cli(*args: str) -> "click.testing.Result":
+@pytest.fixture()
+def cli_run():
+    """cli_run(*args) -> click Result of `tso-data *args` (stdout and stderr kept apart)."""
     from click.testing import CliRunner
 
     from tso_data.cli.main import cli
 
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    def run(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
-
-@pytest.fixture()
-def cli_run():
-    return run_cli
-
-
-def catalog_dir(catalog: Catalog) -> str:
-    return str(Path(catalog.root))
+    return run
 
 
 @pytest.fixture(scope="session")

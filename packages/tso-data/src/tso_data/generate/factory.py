@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlparse
 
 from tso_data.errors import TSODataError
@@ -98,9 +98,14 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def get_backend(model: ModelInfo, options: BackendOptions | None = None) -> Backend:
-    """A ready backend for ``model`` (loads local weights; checks nothing remote yet)."""
+def get_backend(model: ModelInfo, options: BackendOptions | None = None, *, backend: str | None = None) -> Backend:
+    """A ready backend for ``model`` (loads local weights; checks nothing remote yet).
+
+    ``backend`` overrides ``options.backend`` (``get_backend(info, backend="openai")``).
+    """
     options = options or BackendOptions()
+    if backend is not None:
+        options = replace(options, backend=backend)
     name = resolve_backend_name(model, options.backend)
     if name == "transformers":
         from tso_data.generate.transformers_backend import TransformersBackend, TransformersSettings

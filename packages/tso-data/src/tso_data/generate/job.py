@@ -191,6 +191,7 @@ class Plan:
     in_shard_prompts: int
     already_done: int
     todo: list[Conversation]
+    pending_failures: int = 0  # failure rows of this model from earlier runs (retried now)
 
 
 def _prompt_filter(spec: GenerateSpec) -> str:
@@ -224,7 +225,7 @@ def plan_generation(catalog: Catalog, spec: GenerateSpec) -> Plan:
         )
     shard_index, n_shards = spec.shard
     mine = [p for p in prompts if shard_of(p["prompt_id"], n_shards) == shard_index]
-    done = existing_response_ids(catalog, spec.model)
+    done = existing_response_ids(catalog, spec.model, spec.sampling_key)
     todo: list[Conversation] = []
     skipped = 0
     for prompt in mine:
@@ -235,12 +236,15 @@ def plan_generation(catalog: Catalog, spec: GenerateSpec) -> Plan:
                 skipped += 1
                 continue
             todo.append(Conversation(rid, prompt["prompt_id"], sample_index, context, user_turns))
-    return Plan(spec, len(prompts), len(mine), skipped, todo)
+    failures = catalog.scalar("SELECT count(*) FROM failures WHERE task = 'generate' AND model = ?", [spec.model])
+    return Plan(spec, len(prompts), len(mine), skipped, todo, int(failures or 0))
 
 
-def existing_response_ids(catalog: Catalog, model: str) -> set[str]:
-    """Ids in ``responses`` for ``model`` and in any pending response shard."""
-    ids = set(catalog.arrow("SELECT response_id FROM responses WHERE model = ?", [model]).column(0).to_pylist())
+def existing_response_ids(catalog: Catalog, model: str, sampling_key: str) -> set[str]:
+    """Ids of ``model``'s responses with these sampling parameters, in ``responses`` or in
+    a pending shard (written by a killed run or another worker)."""
+    ids = set(catalog.arrow("SELECT response_id FROM responses WHERE model = ? AND sampling = ?",
+                            [model, sampling_key]).column(0).to_pylist())
     for path in pending_shards(catalog, "responses"):
         try:
             table = pq.read_table(path, columns=["response_id", "model"])
@@ -326,6 +330,9 @@ def run_generation(
 ) -> GenerateResult:
     """Generate every conversation of ``plan`` and merge the shards into the catalog."""
     result = GenerateResult(plan, RunSummary())
+    # pyarrow imports pandas on its first Python-to-Arrow conversion (~0.5 s): pay it
+    # before the stream starts rather than inside the first flush.
+    pa.Table.from_pylist([], schema=RESPONSE_SCHEMA)
     todo = plan.todo
     # Single-turn conversations stream in one pass; multi-turn ones go in chunks of waves.
     groups = [[c for c in todo if len(c.user_turns) == 1]]
@@ -336,7 +343,8 @@ def run_generation(
             _run_group(catalog, plan.spec, backend, group, result, flush_every, flush_seconds, progress, console)
     finally:
         if merge:
-            result.merged_responses, result.merge_s, result.merge_pending = merge_generated(catalog)
+            clear = plan.pending_failures > 0 or result.failures_written > 0
+            result.merged_responses, result.merge_s, result.merge_pending = merge_generated(catalog, clear)
     return result
 
 
@@ -371,8 +379,9 @@ def _run_group(catalog: Catalog, spec: GenerateSpec, backend: Backend, group: li
         alive = [c for c in wave if c.response_id not in writer.failed]
 
 
-def merge_generated(catalog: Catalog, attempts: int = 3) -> tuple[int, float, bool]:
-    """Merge pending response and failure shards; drop failures whose response now exists.
+def merge_generated(catalog: Catalog, clear_failures: bool = True, attempts: int = 3) -> tuple[int, float, bool]:
+    """Merge pending response and failure shards; drop failures whose response now exists
+    (``clear_failures=False`` skips that when the caller knows there are none).
 
     Returns (responses added, seconds, still pending because the catalog was locked).
     """
@@ -383,7 +392,8 @@ def merge_generated(catalog: Catalog, attempts: int = 3) -> tuple[int, float, bo
     for attempt in range(attempts):
         try:
             added += merge_shards(catalog, "responses")
-            merge_shards(catalog, "failures", replace=True)
+            if merge_shards(catalog, "failures", replace=True) == 0 and not clear_failures:
+                return added, time.monotonic() - started, False
             with catalog.connect(read_only=False) as con:
                 con.execute(
                     "DELETE FROM failures WHERE task = 'generate' AND failure_id IN "
