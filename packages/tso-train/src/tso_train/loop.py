@@ -222,7 +222,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     # pair, so take the smallest plan's batch and re-plan the others with it.
     gb0 = min(p.global_batch for p in plans)
     plans = [replace_global_batch(p, len(part), gb0, cfg) for p, part in zip(plans, parts)]
-    engine = initialize(SequenceLogps(lm, fused_head=cfg.zero < 3), EngineOptions(**{**asdict(opts), "global_batch": gb0}),
+    engine = initialize(SequenceLogps(lm), EngineOptions(**{**asdict(opts), "global_batch": gb0}),
                         weight_decay_module=lm)
     gas = gb0 // (cfg.micro_batch * world_size())
 

@@ -137,7 +137,7 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
         adam_betas=cfg.adam_betas, adam_eps=cfg.adam_eps, grad_clip=cfg.grad_clip, zero=cfg.zero,
         offload=cfg.offload, bf16=cfg.bf16, deepspeed_config=cfg.deepspeed_config,
     )
-    engine = initialize(SequenceLogps(lm, fused_head=cfg.zero < 3), opts, weight_decay_module=lm)
+    engine = initialize(SequenceLogps(lm), opts, weight_decay_module=lm)
     device = next(engine.module.parameters()).device
     pad_id = pad_id_of(tokenizer)
     fingerprint = {"n": len(seqs), "global_batch": gb, "micro_batch": cfg.micro_batch, "seed": cfg.seed,
