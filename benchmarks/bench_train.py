@@ -96,7 +96,7 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict:
     import torch
 
     torch.manual_seed(0)
-    out = Path(args.work) / f"out-{arm}"
+    out = Path(args.work) / f"out-{arm}-{time.time_ns()}"
     t0 = time.perf_counter()
     if arm in ("tso", "tso_mb8"):
         from tso_train.loop import FitConfig, fit
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=120)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "packages/tso-train/src"), os.environ.get("PYTHONPATH", "")])}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
