@@ -201,7 +201,7 @@ def write_task_files(out_dir: str | Path, splits: Mapping[str, Sequence[Problem]
                 row_id = f"{split}-{p.a}{p.op}{p.b}"
                 prompts.write(json.dumps({"id": row_id, "messages": p.messages, "split": split,
                                           "source": "arith", "category": "add" if p.op == "+" else "sub"}) + "\n")
-                answers.write(json.dumps({"id": row_id, "messages": p.messages,
+                answers.write(json.dumps({"id": row_id,
                                           "turns": [p.answer]}) + "\n")
     with paths["sft"].open("w") as sft:
         for p in splits["sft"]:
