@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
+import duckdb
+
 from tso_data.catalog import HUMAN_SOURCE, Catalog
 from tso_data.errors import TSODataError
 
@@ -58,38 +60,73 @@ def version_order(version: str) -> int:
     return d.year * 10000 + d.month * 100 + d.day
 
 
+def model_info(
+    name: str,
+    *,
+    family: str,
+    version: str,
+    size_b: float | None,
+    path: str | None = None,
+    endpoint: str | None = None,
+    backend: str | None = None,
+    note: str | None = None,
+    order: int | None = None,
+    unordered_ok: bool = False,
+) -> ModelInfo:
+    """Validate the fields of a matrix cell (see :func:`add_model`)."""
+    if not _NAME_RE.match(name):
+        raise TSODataError(f"model name {name!r}: use letters, digits and . _ : / @ + -")
+    if name == HUMAN_SOURCE:
+        raise TSODataError("'human' is the built-in source of human answers; pick another name")
+    if size_b is not None and size_b <= 0:
+        raise TSODataError(f"model {name!r}: --size-b must be > 0 (billions of parameters)")
+    if order is None:
+        try:
+            order = version_order(str(version))
+        except TSODataError:
+            if not unordered_ok:
+                raise
+            order = None
+    return ModelInfo(
+        name=name,
+        kind="model",
+        family=family,
+        version=str(version),
+        version_order=order,
+        size_b=None if size_b is None else float(size_b),
+        path=path,
+        endpoint=endpoint,
+        backend=backend,
+        note=note,
+    )
+
+
 def add_model(
     catalog: Catalog,
     name: str,
     *,
     family: str,
     version: str,
-    size_b: float,
+    size_b: float | None,
     path: str | None = None,
     endpoint: str | None = None,
     backend: str | None = None,
     note: str | None = None,
     replace: bool = False,
+    order: int | None = None,
+    unordered_ok: bool = False,
 ) -> ModelInfo:
     """Register a matrix cell. Re-adding identical fields is a no-op; different fields
-    need ``replace=True``."""
-    if not _NAME_RE.match(name):
-        raise TSODataError(f"model name {name!r}: use letters, digits and . _ : / @ + -")
-    if name == HUMAN_SOURCE:
-        raise TSODataError("'human' is the built-in source of human answers; pick another name")
-    if size_b <= 0:
-        raise TSODataError(f"model {name!r}: --size-b must be > 0 (billions of parameters)")
-    info = ModelInfo(
-        name=name,
-        kind="model",
-        family=family,
-        version=str(version),
-        version_order=version_order(str(version)),
-        size_b=float(size_b),
-        path=path,
-        endpoint=endpoint,
-        backend=backend,
-        note=note,
+    need ``replace=True``.
+
+    ``size_b`` None = unknown size (an API model): the model is off the size axis.
+    ``order`` overrides the version's orderable key; with ``unordered_ok`` a version that
+    is neither an integer nor a date ('chat', 'v1.3') is stored with ``version_order``
+    NULL (off the version axis) instead of failing.
+    """
+    info = model_info(
+        name, family=family, version=version, size_b=size_b, path=path, endpoint=endpoint,
+        backend=backend, note=note, order=order, unordered_ok=unordered_ok,
     )
     existing = find_model(catalog, name)
     if existing is not None and existing == info:
@@ -99,13 +136,19 @@ def add_model(
             f"model {name!r} already exists with different fields; pass --replace to update it"
         )
     with catalog.connect(read_only=False) as con:
-        con.execute("DELETE FROM models WHERE name = ?", [name])
-        con.execute(
-            "INSERT INTO models (name, kind, family, version, version_order, size_b, path, "
-            "endpoint, backend, note, added_at) VALUES (?, 'model', ?, ?, ?, ?, ?, ?, ?, ?, now())",
-            [name, family, info.version, info.version_order, info.size_b, path, endpoint, backend, note],
-        )
+        write_model(con, info)
     return info
+
+
+def write_model(con: duckdb.DuckDBPyConnection, info: ModelInfo) -> None:
+    """Insert or replace one model row inside an open transaction."""
+    con.execute("DELETE FROM models WHERE name = ?", [info.name])
+    con.execute(
+        "INSERT INTO models (name, kind, family, version, version_order, size_b, path, "
+        "endpoint, backend, note, added_at) VALUES (?, 'model', ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [info.name, info.family, info.version, info.version_order, info.size_b, info.path,
+         info.endpoint, info.backend, info.note],
+    )
 
 
 def list_models(catalog: Catalog) -> list[ModelInfo]:

@@ -40,9 +40,19 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tso_data.cli import catalog_cmds
+    import importlib
 
-    catalog_cmds.register(cli)
+    for name in (
+        "catalog_cmds",
+        "ingest_cmds",
+        "models_cmds",
+        "sql_cmds",
+        "status_cmds",
+        "generate_cmds",
+        "build_cmds",
+        "judge_cmds",
+    ):
+        importlib.import_module(f"tso_data.cli.{name}").register(cli)
 
 
 _register()

@@ -1,0 +1,1 @@
+"""`tso-data build`: round configuration, the pure pair-building core, snapshots."""

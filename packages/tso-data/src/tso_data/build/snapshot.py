@@ -1,0 +1,165 @@
+"""Pairs → the snapshot file of DESIGN.md §4: one Parquet file, TRL conversational columns
+plus provenance, key-value metadata, content-addressed and immutable.
+
+Multi-turn prompts (k user turns answered turn by turn): ``prompt`` holds every message up
+to and including the first answered user turn (system messages stay there); ``chosen`` and
+``rejected`` hold that answer's continuation [assistant_1, user_2, assistant_2, …,
+assistant_k], so the trainer scores the whole conversation and masks the user tokens.
+Single-turn: ``chosen`` = [assistant].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tso_data.ids import canonical_json, content_hash, sql_hash
+from tso_data.shards import write_atomic_parquet
+
+SCHEMA_VERSION = "1"
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+SNAPSHOT_SCHEMA = pa.schema([
+    ("prompt", MESSAGES),
+    ("chosen", MESSAGES),
+    ("rejected", MESSAGES),
+    ("pair_id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("kind", pa.string()),
+    ("chosen_source", pa.string()),
+    ("rejected_source", pa.string()),
+    ("chosen_score", pa.float64()),
+    ("rejected_score", pa.float64()),
+    ("round", pa.int32()),
+])
+# Pinned so that the same rows give the same bytes (no timestamps are written by pyarrow).
+WRITER_OPTIONS: dict[str, object] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "row_group_size": 65_536,
+    "data_page_size": 1 << 20,
+    "version": "2.6",
+}
+
+
+def split_conversation(messages: list[dict[str, str]], n_turns: int, turns: list[str]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(prompt, continuation) for an answer ``turns`` to the last ``n_turns`` user messages.
+
+    >>> msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+    ...         {"role": "user", "content": "And?"}]
+    >>> prompt, cont = split_conversation(msgs, 2, ["Hello", "Bye"])
+    >>> [m["role"] for m in prompt], [(m["role"], m["content"]) for m in cont]
+    (['system', 'user'], [('assistant', 'Hello'), ('user', 'And?'), ('assistant', 'Bye')])
+    >>> split_conversation([{"role": "user", "content": "Q"}], 1, ["A"])[1]
+    [{'role': 'assistant', 'content': 'A'}]
+    """
+    user_idx = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    answered = user_idx[len(user_idx) - n_turns:]
+    first = answered[0]
+    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[: first + 1]]
+    continuation: list[dict[str, str]] = []
+    for k, start in enumerate(answered):
+        if k > 0:
+            continuation.extend(
+                {"role": m["role"], "content": m["content"]} for m in messages[answered[k - 1] + 1 : start + 1]
+            )
+        continuation.append({"role": "assistant", "content": turns[k]})
+    return prompt, continuation
+
+
+def to_conversations(pairs: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+    """Add ``prompt``, ``chosen``, ``rejected`` message lists to the pairs of
+    :func:`tso_data.build.pairs.build_pairs` (vectorised for single-turn prompts)."""
+    joined = pairs.join(prompts.select("prompt_id", "messages", pl.col("n_turns").cast(pl.Int64)), on="prompt_id", how="left")
+    single = joined.filter(pl.col("n_turns") == 1)
+
+    def assistant(col: str) -> pl.Expr:
+        return pl.concat_list(
+            pl.struct(pl.lit("assistant").alias("role"), pl.col(col).list.first().alias("content"))
+        )
+
+    single = single.with_columns(
+        prompt=pl.col("messages").list.eval(pl.struct(pl.element().struct.field("role"), pl.element().struct.field("content"))),
+        chosen=assistant("chosen_turns"),
+        rejected=assistant("rejected_turns"),
+    )
+    multi = joined.filter(pl.col("n_turns") != 1)
+    if multi.height:
+        prompts_col, chosen_col, rejected_col = [], [], []
+        for row in multi.select("messages", "n_turns", "chosen_turns", "rejected_turns").iter_rows():
+            messages, n_turns, ct, rt = row
+            p, c = split_conversation(messages, n_turns, ct)
+            _, r = split_conversation(messages, n_turns, rt)
+            prompts_col.append(p)
+            chosen_col.append(c)
+            rejected_col.append(r)
+        dtype = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+        multi = multi.with_columns(
+            prompt=pl.Series(prompts_col, dtype=dtype),
+            chosen=pl.Series(chosen_col, dtype=dtype),
+            rejected=pl.Series(rejected_col, dtype=dtype),
+        )
+        single = pl.concat([single, multi], how="vertical_relaxed")
+    return single.drop("messages", "n_turns")
+
+
+def with_pair_ids(conv: pl.DataFrame) -> pl.DataFrame:
+    """pair_id = content hash of (kind, prompt, chosen answer id, rejected answer id),
+    computed inside DuckDB with the same function as :mod:`tso_data.ids`."""
+    expr = sql_hash("pair", "kind", "prompt_id", "chosen_id", "rejected_id")
+    ids = duckdb.sql(f"SELECT {expr} AS pair_id FROM conv").pl()
+    return conv.with_columns(pair_id=ids["pair_id"])
+
+
+def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
+    """The snapshot id: a content hash of the configuration and every pair's identity and
+    scores (texts are fixed by the answer ids inside pair_id).
+
+    >>> df = pl.DataFrame({"pair_id": ["b", "a"], "chosen_score": [1.0, None], "rejected_score": [None, 0.5]})
+    >>> snapshot_digest(df, "{}") == snapshot_digest(df.reverse(), "{}")
+    True
+    """
+    view = conv.select("pair_id", "chosen_score", "rejected_score")  # noqa: F841 (read by duckdb)
+    digest = duckdb.sql(
+        "SELECT coalesce(sha256(string_agg(concat_ws(',', pair_id, coalesce(CAST(chosen_score AS VARCHAR), ''), "
+        "coalesce(CAST(rejected_score AS VARCHAR), '')), chr(10) ORDER BY pair_id)), '') FROM view"
+    ).fetchall()[0][0]
+    return content_hash("snapshot", SCHEMA_VERSION, config_json, digest)
+
+
+def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -> tuple[pa.Table, str]:
+    """The snapshot's Arrow table (rows sorted by pair_id, exact §4 schema, metadata) and its id."""
+    conv = with_pair_ids(conv).sort("pair_id")
+    config_json = canonical_json(config)
+    snapshot_id = snapshot_digest(conv, config_json)
+    frame = conv.select(
+        "prompt", "chosen", "rejected", "pair_id", "prompt_id", "kind", "chosen_source", "rejected_source",
+        "chosen_score", "rejected_score", pl.lit(round_, dtype=pl.Int32).alias("round"),
+    )
+    table = frame.to_arrow().cast(SNAPSHOT_SCHEMA)
+    metadata = {
+        b"tso.schema_version": SCHEMA_VERSION.encode(),
+        b"tso.snapshot_id": snapshot_id.encode(),
+        b"tso.round": str(round_).encode(),
+        b"tso.config": config_json.encode(),
+    }
+    return table.replace_schema_metadata(metadata), snapshot_id
+
+
+def write_snapshot_file(table: pa.Table, path: Path) -> bool:
+    """Write atomically; never overwrite. Returns False if the file already existed."""
+    if path.exists():
+        return False
+    write_atomic_parquet(table, path, **WRITER_OPTIONS)
+    return True
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"tso.")}

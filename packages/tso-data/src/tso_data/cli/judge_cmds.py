@@ -1,0 +1,371 @@
+"""`tso-data judge`, `scores`, `judge-agreement`, `export judge-sft`, `rubrics`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tso_data.catalog import Catalog
+from tso_data.cli.options import catalog_option, json_option
+from tso_data.errors import TSODataError
+from tso_data.generate.backend import SamplingParams
+from tso_data.judge.rubrics import available_rubrics, load_rubric, resolve_rubrics, rubric_dirs
+
+rubric_option = click.option(
+    "--rubric", "rubric_names", multiple=True, metavar="NAME",
+    help="Rubric to judge with (repeatable). Default: overall. See `tso-data rubrics list`.",
+)
+rubrics_dir_option = click.option(
+    "--rubrics-dir", "rubrics_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
+    help="Extra directory of rubric TOML files (overrides shipped and <catalog>/rubrics by name).",
+)
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    )
+
+
+def _model_backend(catalog: Catalog, judge: str, backend_name: str | None):
+    """The generation backend that runs judge model ``judge`` (a `models` row)."""
+    from tso_data.matrix import get_model
+
+    info = get_model(catalog, judge)
+    try:
+        from tso_data.generate import get_backend  # lands with the generation backends
+    except ImportError:
+        raise TSODataError(
+            "model judges need the generation backends (tso_data.generate.get_backend), which this "
+            "installation lacks; function judges (--judge fn:module:function) work without them"
+        ) from None
+    return get_backend(info, backend=backend_name), info.version
+
+
+@click.command("judge")
+@catalog_option
+@click.option("--judge", "judge", required=True,
+              help="Judge: a model registered with `tso-data models add` (its backend runs the prompts), "
+                   "or fn:module:function for a Python function judge.")
+@rubric_option
+@rubrics_dir_option
+@click.option("--model", "source", default=None, help="Judge the answers of this source (a model name or 'human').")
+@click.option("--where", default=None, metavar="SQL",
+              help="SQL condition on targets (target_id, target_kind, prompt_id, source, response_index, "
+                   "turns, messages, n_turns, category, split, prompt_source).")
+@click.option("--round", "round_", type=int, default=None,
+              help="Judge the base model of round R (from <catalog>/round.toml) unless --model is given.")
+@click.option("--reference", "reference_source", default=None, metavar="SOURCE",
+              help="Show the judge an answer of SOURCE (e.g. human) for the same prompt as reference.")
+@click.option("--samples", default=1, show_default=True, help="Independent judge samples per answer and rubric.")
+@click.option("--max-attempts", default=3, show_default=True,
+              help="Total attempts per judgment (earlier runs count) before an unparsed/error row is left as is.")
+@click.option("--temperature", default=0.7, show_default=True, type=float)
+@click.option("--top-p", default=0.9, show_default=True, type=float)
+@click.option("--max-tokens", default=1024, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each judgment and attempt gets its own.")
+@click.option("--backend", "backend_name", default=None, help="Override the judge model's backend (transformers, openai, vllm).")
+@click.option("--reparse", is_flag=True, help="Re-parse stored judge texts with the current parser; calls no model.")
+@json_option
+def judge_cmd(
+    catalog_path: str, judge: str, rubric_names: tuple[str, ...], rubrics_dirs: tuple[str, ...],
+    source: str | None, where: str | None, round_: int | None, reference_source: str | None,
+    samples: int, max_attempts: int, temperature: float, top_p: float, max_tokens: int, seed: int,
+    backend_name: str | None, reparse: bool, as_json: bool,
+) -> None:
+    """Score answers with an LLM judge (or a function judge) and a rubric.
+
+    The judge's reply must end with `Score: <number>`; the LAST score claim is taken and
+    range-checked against the rubric's scale. A reply without a valid score is stored with
+    status 'unparsed' (raw text kept, score NULL) and re-sampled up to --max-attempts.
+    Re-running resumes: ok judgments are skipped, failed ones retried.
+
+    \b
+    Examples:
+      tso-data judge --judge judge-7b --model acme-v1-7b --rubric factuality --rubric logic
+      tso-data judge --judge judge-7b --round 1 --samples 4
+      tso-data judge --judge judge-7b --where "category = 'math'" --reference human
+      tso-data judge --judge fn:my_verifiers:exact_match --model acme-v1-7b
+      tso-data judge --judge judge-7b --reparse          # after a parser change, no model calls
+    """
+    from tso_data.judge import run as judge_run
+    from tso_data.judge.targets import round_base_model, select_targets
+
+    console = Console(stderr=as_json)
+    catalog = Catalog.open(catalog_path)
+    dirs = rubric_dirs(catalog.root, [Path(d) for d in rubrics_dirs])
+    if reparse:
+        names = [r.name for r in resolve_rubrics(rubric_names, dirs)] if rubric_names else []
+        transitions = judge_run.reparse(catalog, judge=judge, rubrics=names)
+        if as_json:
+            click.echo(json.dumps({"judge": judge, "reparsed": dict(transitions)}))
+            return
+        table = Table(title=f"re-parsed judgments of {judge}")
+        table.add_column("status before -> after")
+        table.add_column("rows", justify="right")
+        for key, n in sorted(transitions.items()):
+            table.add_row(key, str(n))
+        console.print(table)
+        return
+    rubrics = resolve_rubrics(rubric_names, dirs)
+    if source is None and where is None and round_ is None:
+        raise TSODataError("choose what to judge: --model SOURCE, --round R and/or --where SQL")
+    if source is None and round_ is not None:
+        source = round_base_model(catalog, round_)
+    targets = select_targets(catalog, source=source, where=where, reference_source=reference_source)
+    if targets.num_rows == 0:
+        raise TSODataError(f"nothing to judge: no answers match (source={source!r}, where={where!r})")
+    summary = judge_run.JudgeSummary(judge=judge)
+    items = judge_run.plan_items(
+        catalog, targets, rubrics, judge, samples=samples, max_attempts=max_attempts, summary=summary
+    )
+    with _progress(console) as progress:
+        task = progress.add_task(f"judging with {judge}", total=len(items))
+
+        def tick() -> None:
+            progress.advance(task)
+
+        if judge.startswith(judge_run.FUNCTION_PREFIX):
+            func, version = judge_run.load_function_judge(judge)
+            judge_run.run_function_judge(
+                catalog, items, func, judge=judge, judge_version=version, summary=summary, on_result=tick
+            )
+        elif items:
+            backend, version = _model_backend(catalog, judge, backend_name)
+            try:
+                judge_run.run_model_judge(
+                    catalog, items, backend, judge=judge, judge_version=version,
+                    params=SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
+                    max_attempts=max_attempts, summary=summary, on_result=tick,
+                )
+            finally:
+                backend.close()
+    if as_json:
+        click.echo(json.dumps(summary.as_dict()))
+        return
+    _print_summary(console, summary, max_attempts)
+
+
+def _print_summary(console: Console, summary, max_attempts: int) -> None:
+    table = Table(title=f"judge {summary.judge}")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_row("judgments planned", str(summary.planned))
+    table.add_row("already ok (skipped)", str(summary.already_ok))
+    table.add_row(f"out of attempts before this run (max {max_attempts})", str(summary.exhausted))
+    table.add_row("judge calls made", str(summary.calls))
+    for status in ("ok", "unparsed", "error"):
+        table.add_row(f"now {status}", str(summary.statuses.get(status, 0)))
+    console.print(table)
+    for title, counter in (("unparsed", summary.unparsed_reasons), ("error", summary.errors)):
+        for reason, n in counter.most_common(3):
+            console.print(f"  [yellow]{title}[/] x{n}: {reason}")
+    if summary.statuses.get("unparsed", 0) or summary.statuses.get("error", 0):
+        console.print(
+            "  failed judgments keep their raw text and a NULL score; rerun to retry them "
+            "(raise --max-attempts for more tries), or --reparse after fixing the parser"
+        )
+
+
+@click.command("scores")
+@catalog_option
+@click.option("--round", "round_", type=int, default=None, help="Round whose base model defines τ (round.toml).")
+@click.option("--base", default=None, help="Base model (overrides the round's).")
+@click.option("--judge", default=None, help="Judge whose scores to use (default: the only one).")
+@rubric_option
+@click.option("--weight", "weights", multiple=True, metavar="RUBRIC=W",
+              help="Weight of a rubric in the per-answer mean (repeatable; default equal weights).")
+@click.option("--tau-mode", type=click.Choice(["mean", "per-prompt", "fixed"]), default="mean", show_default=True)
+@click.option("--tau-value", type=float, default=None, help="τ for --tau-mode fixed.")
+@click.option("--min-samples", default=3, show_default=True, help="Scored samples a prompt needs for skewness/kurtosis.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG: scores per source, per-prompt skewness vs kurtosis.")
+@json_option
+def scores_cmd(
+    catalog_path: str, round_: int | None, base: str | None, judge: str | None, rubric_names: tuple[str, ...],
+    weights: tuple[str, ...], tau_mode: str, tau_value: float | None, min_samples: int, plot: str | None, as_json: bool,
+) -> None:
+    """τ, score distribution per source and per-prompt score shape (paper Figure 5).
+
+    Per answer: mean over the judge's ok samples per rubric, then the weighted mean over
+    rubrics. τ = mean score of the base model's answers (answers above τ become positives,
+    the rest negatives). Failed judgments never count.
+
+    \b
+    Examples:
+      tso-data scores --round 1
+      tso-data scores --base acme-v1-7b --judge judge-7b --weight factuality=2 --plot scores.png
+      tso-data scores --round 1 --tau-mode per-prompt --json
+    """
+    from tso_data.judge.scores import default_judge, plot_report, score_report
+    from tso_data.judge.targets import round_base_model
+
+    console = Console()
+    catalog = Catalog.open(catalog_path)
+    if base is None:
+        if round_ is None:
+            raise TSODataError("name the base model: --base MODEL or --round R")
+        base = round_base_model(catalog, round_)
+    parsed_weights: dict[str, float] = {}
+    for item in weights:
+        name, _, value = item.partition("=")
+        try:
+            parsed_weights[name.strip()] = float(value)
+        except ValueError:
+            raise TSODataError(f"--weight {item!r}: expected RUBRIC=NUMBER, e.g. factuality=2") from None
+    report = score_report(
+        catalog, judge=judge or default_judge(catalog), base=base, tau_mode=tau_mode, tau_value=tau_value,
+        weights=parsed_weights or None, rubrics=rubric_names, min_samples=min_samples,
+    )
+    if plot:
+        plot_report(report, Path(plot))
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), default=str))
+        return
+    console.print(
+        f"judge [bold]{report.judge}[/], base [bold]{report.base}[/]: "
+        f"τ = [bold]{_fmt(report.tau.value, 4)}[/] ({report.tau.mode}, over {report.tau.n_base} base answers)"
+    )
+    table = Table(title="score per source")
+    for col in ("source", "n", "mean", "std", "min", "p10", "median", "p90", "max"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for row in report.distribution.to_pylist():
+        table.add_row(*(_fmt(row[c]) for c in ("source", "n", "mean", "std", "min", "p10", "median", "p90", "max")))
+    console.print(table)
+    rows = report.per_prompt.to_pylist()
+    if rows:
+        skews = [r["skewness"] for r in rows if r["skewness"] is not None]
+        kurts = [r["kurtosis"] for r in rows if r["kurtosis"] is not None]
+        console.print(
+            f"per-prompt shape of {report.base}'s scores ({len(rows)} prompts with >= {min_samples} samples): "
+            f"skewness < 0 for {sum(s < 0 for s in skews)}/{len(skews)}, "
+            f"excess kurtosis < 0 for {sum(k < 0 for k in kurts)}/{len(kurts)}"
+        )
+    else:
+        console.print(f"no prompt has >= {min_samples} scored samples of {report.base}: no per-prompt shape")
+    if plot:
+        console.print(f"plot written to {plot}")
+
+
+@click.command("judge-agreement")
+@catalog_option
+@click.option("--judge", "judges", multiple=True, required=True, help="Judge to evaluate (repeat to compare, e.g. before/after correction).")
+@click.option("--against", type=click.Choice(["feedback"]), default="feedback", show_default=True)
+@click.option("--split", default="heldout", show_default=True, help="Feedback split to compare against.")
+@rubric_option
+@json_option
+def agreement_cmd(catalog_path: str, judges: tuple[str, ...], against: str, split: str,
+                  rubric_names: tuple[str, ...], as_json: bool) -> None:
+    """Agreement of judges with held-out feedback scores: Pearson, Spearman, MAE,
+    pairwise accuracy (answers to the same prompt ranked as the feedback ranks them).
+
+    \b
+    Example (did the correction help?):
+      tso-data judge-agreement --judge judge-7b --judge judge-7b-corrected
+    """
+    from tso_data.judge.correction import judge_agreement
+
+    catalog = Catalog.open(catalog_path)
+    results = judge_agreement(catalog, list(judges), rubrics=rubric_names, split=split)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in results]))
+        return
+    table = Table(title=f"agreement with {split} feedback (same {results[0].n} items for every judge)")
+    for col in ("judge", "n", "missing", "pearson", "spearman", "MAE", "pairwise acc", "pairs"):
+        table.add_column(col, justify="left" if col == "judge" else "right")
+    for r in results:
+        table.add_row(r.judge, str(r.n), str(r.n_missing), _fmt(r.pearson), _fmt(r.spearman), _fmt(r.mae),
+                      _fmt(r.pairwise_accuracy), str(r.n_pairs))
+    Console().print(table)
+
+
+@click.command("judge-sft")
+@catalog_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file (written atomically).")
+@rubric_option
+@rubrics_dir_option
+@click.option("--reference", "reference_source", default=None, metavar="SOURCE", help="Include SOURCE's answer as reference, as `judge --reference` does.")
+def export_judge_sft_cmd(catalog_path: str, out: str, rubric_names: tuple[str, ...], rubrics_dirs: tuple[str, ...],
+                         reference_source: str | None) -> None:
+    """Export train-split feedback as judge-SFT conversations.
+
+    Each row's `messages` is the rubric's judge prompt (system, user) followed by the
+    assistant turn `<rationale>\\n\\nScore: <score>`; TRL's SFTTrainer and `tso-train sft`
+    read the file as it is.
+
+    \b
+    Example:
+      tso-data export judge-sft --out judge-sft.parquet
+      tso-train sft judge-sft.parquet --model /models/judge-7b --out /models/judge-7b-corrected
+    """
+    from tso_data.judge.correction import export_judge_sft
+
+    catalog = Catalog.open(catalog_path)
+    known = available_rubrics(rubric_dirs(catalog.root, [Path(d) for d in rubrics_dirs]))
+    n = export_judge_sft(catalog, Path(out), known, only=rubric_names, reference_source=reference_source)
+    Console().print(f"wrote {n} judge-SFT conversations to [bold]{out}[/]")
+
+
+@click.group("rubrics")
+def rubrics_group() -> None:
+    """List, show and check judge rubrics (TOML files)."""
+
+
+@rubrics_group.command("list")
+@catalog_option
+@rubrics_dir_option
+@json_option
+def rubrics_list(catalog_path: str, rubrics_dirs: tuple[str, ...], as_json: bool) -> None:
+    """Rubrics available to this catalog: shipped, <catalog>/rubrics, --rubrics-dir."""
+    known = available_rubrics(rubric_dirs(Path(catalog_path), [Path(d) for d in rubrics_dirs]))
+    if as_json:
+        click.echo(json.dumps([{"name": r.name, "version": r.version, "scale": [r.scale_min, r.scale_max],
+                                "description": r.description, "source": r.source} for r in known.values()]))
+        return
+    table = Table()
+    for col in ("name", "version", "scale", "description", "file"):
+        table.add_column(col)
+    for r in known.values():
+        table.add_row(r.name, r.version, f"{r.scale_min:g}-{r.scale_max:g}", r.description, r.source)
+    Console().print(table)
+
+
+@rubrics_group.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def rubrics_check(files: tuple[str, ...]) -> None:
+    """Validate rubric TOML files and show the prompt a judge would see."""
+    for f in files:
+        rubric = load_rubric(Path(f))
+        messages = rubric.render("<question>", "<answer>", "<reference>")
+        Console().print(f"[green]ok[/] {f}: {rubric.name} v{rubric.version}, scale {rubric.scale_min:g}-{rubric.scale_max:g}")
+        for m in messages:
+            click.echo(f"--- {m['role']}\n{m['content']}")
+
+
+def _subgroup(group: click.Group, name: str, help_text: str) -> click.Group:
+    """The existing sub-group ``name`` (another area may own it) or a new one."""
+    existing = group.commands.get(name)
+    if isinstance(existing, click.Group):
+        return existing
+    new = click.Group(name, help=help_text)
+    group.add_command(new)
+    return new
+
+
+def register(group: click.Group) -> None:
+    for command in (judge_cmd, scores_cmd, agreement_cmd, rubrics_group):
+        group.add_command(command)
+    _subgroup(group, "export", "Export catalog data as files other tools read.").add_command(export_judge_sft_cmd)

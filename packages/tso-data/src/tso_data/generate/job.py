@@ -1,0 +1,408 @@
+"""The generation job: which responses a model still owes, asking for them turn by turn,
+and handing them to the catalog through shards.
+
+- A response's id hashes (prompt, model, sampling parameters, sample index): a rerun
+  plans only ids that are neither in ``responses`` nor in a pending shard.
+- Multi-turn prompts (MT-Bench) are answered turn by turn: turn t+1 is asked with the
+  model's own answers to turns 1..t in context. Turns run in waves (all first turns of a
+  chunk of conversations, then their second turns...); a conversation is written when
+  its last turn is answered, so a crash loses at most the conversations in flight.
+- A failed request becomes a ``failures`` row (never a response) and is planned again
+  on the next run; its failure row is cleared once the response exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+
+from tso_data.catalog import Catalog
+from tso_data.errors import CatalogLockedError, TSODataError
+from tso_data.generate.backend import Backend, Request, Result, SamplingParams
+from tso_data.generate.runner import RunSummary, run_requests
+from tso_data.ids import canonical_json, content_hash, response_id
+from tso_data.shards import merge_shards, pending_shards, write_shard
+
+SPLITS = ("train", "heldout", "all")
+MULTI_TURN_CHUNK = 1024  # conversations per wave group: bounds what a crash can lose
+
+RESPONSE_SCHEMA = pa.schema(
+    [
+        ("response_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("model", pa.string()),
+        ("sample_index", pa.int32()),
+        ("turns", pa.list_(pa.string())),
+        ("sampling", pa.string()),
+        ("backend", pa.string()),
+        ("prompt_tokens", pa.int32()),
+        ("completion_tokens", pa.int32()),
+        ("finish_reason", pa.string()),
+        ("latency_s", pa.float64()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("failure_id", pa.string()),
+        ("task", pa.string()),
+        ("model", pa.string()),
+        ("prompt_id", pa.string()),
+        ("error", pa.string()),
+        ("attempts", pa.int32()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    model: str
+    params: SamplingParams = SamplingParams()
+    n: int = 1
+    where: str | None = None
+    split: str = "all"
+    shard: tuple[int, int] = (0, 1)
+
+    @property
+    def sampling_key(self) -> str:
+        return canonical_json(self.params.as_dict())
+
+
+def validate_sampling(params: SamplingParams, n: int) -> None:
+    """Reject parameters no backend can honour, with the option's name.
+
+    >>> validate_sampling(SamplingParams(top_p=0.0), 1)
+    Traceback (most recent call last):
+    ...
+    tso_data.errors.TSODataError: --top-p must be in (0, 1], got 0.0
+    """
+    if params.temperature < 0:
+        raise TSODataError(f"--temperature must be >= 0, got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise TSODataError(f"--top-p must be in (0, 1], got {params.top_p}")
+    if params.max_tokens < 1:
+        raise TSODataError(f"--max-tokens must be >= 1, got {params.max_tokens}")
+    if n < 1:
+        raise TSODataError(f"--n must be >= 1, got {n}")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``i/N`` with 0 <= i < N.
+
+    >>> parse_shard("2/4")
+    (2, 4)
+    >>> parse_shard("4/4")
+    Traceback (most recent call last):
+    ...
+    tso_data.errors.TSODataError: --shard '4/4': expected i/N with 0 <= i < N (e.g. 0/4 ... 3/4)
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if m is None or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise TSODataError(f"--shard {text!r}: expected i/N with 0 <= i < N (e.g. 0/4 ... 3/4)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_of(prompt_id: str, n_shards: int) -> int:
+    """The shard a prompt belongs to: a hash of its id, so every worker agrees.
+
+    >>> shard_of("eb53908497de1ce2", 1)
+    0
+    >>> sorted({shard_of(f"p{i}", 3) for i in range(30)})
+    [0, 1, 2]
+    """
+    return int(content_hash("shard", prompt_id), 16) % n_shards
+
+
+def request_seed(seed: int | None, response_id_: str, turn: int) -> int | None:
+    """Each request's own seed, derived from the run's seed, so samples differ from each
+    other but a rerun with the same seed asks the same thing.
+
+    >>> request_seed(None, "abc", 0) is None
+    True
+    >>> request_seed(7, "abc", 0) == request_seed(7, "abc", 0) != request_seed(7, "abc", 1)
+    True
+    """
+    if seed is None:
+        return None
+    return int(content_hash("seed", str(seed), response_id_, str(turn)), 16) % (2**31 - 1)
+
+
+# -- planning --------------------------------------------------------------------------------
+
+
+@dataclass
+class Conversation:
+    """One response to produce: the context before the unanswered user turns, those
+    turns, and the model's answers so far."""
+
+    response_id: str
+    prompt_id: str
+    sample_index: int
+    context: list[dict[str, str]]
+    user_turns: list[dict[str, str]]
+    answers: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    finish_reasons: list[str] = field(default_factory=list)
+
+    def messages_for_turn(self, turn: int) -> list[dict[str, str]]:
+        messages = list(self.context)
+        for k in range(turn):
+            messages.append(self.user_turns[k])
+            messages.append({"role": "assistant", "content": self.answers[k]})
+        messages.append(self.user_turns[turn])
+        return messages
+
+
+def split_turns(messages: Sequence[dict[str, str]], n_turns: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(context, user turns to answer): the last ``n_turns`` messages when they are all
+    user turns (fewer if the trailing run of user messages is shorter).
+
+    >>> msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
+    ...         {"role": "user", "content": "b"}]
+    >>> ctx, turns = split_turns(msgs, 2)
+    >>> [m["content"] for m in ctx], [m["content"] for m in turns]
+    (['s'], ['a', 'b'])
+    """
+    trailing = 0
+    for m in reversed(messages):
+        if m["role"] != "user":
+            break
+        trailing += 1
+    k = max(1, min(n_turns, trailing))
+    return [dict(m) for m in messages[:-k]], [dict(m) for m in messages[-k:]]
+
+
+@dataclass
+class Plan:
+    spec: GenerateSpec
+    selected_prompts: int
+    in_shard_prompts: int
+    already_done: int
+    todo: list[Conversation]
+    pending_failures: int = 0  # failure rows of this model from earlier runs (retried now)
+
+
+def _prompt_filter(spec: GenerateSpec) -> str:
+    if spec.split not in SPLITS:
+        raise TSODataError(f"--split {spec.split!r}: choose one of {', '.join(SPLITS)}")
+    clauses = []
+    if spec.split != "all":
+        clauses.append(f"split = '{spec.split}'")
+    if spec.where:
+        clauses.append(f"({spec.where})")
+    return " AND ".join(clauses) or "TRUE"
+
+
+def plan_generation(catalog: Catalog, spec: GenerateSpec) -> Plan:
+    """The conversations still owed for ``spec`` (nothing is generated here)."""
+    validate_sampling(spec.params, spec.n)
+    where = _prompt_filter(spec)
+    try:
+        prompts = catalog.arrow(
+            f"SELECT prompt_id, messages, n_turns FROM prompts WHERE {where} ORDER BY prompt_id"
+        ).to_pylist()
+    except TSODataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's SQL filter; report it as such
+        raise TSODataError(f"--where {spec.where!r}: {str(exc).splitlines()[0]}") from None
+    if not prompts:
+        raise TSODataError(
+            f"no prompts match (split={spec.split}"
+            + (f", where={spec.where}" if spec.where else "")
+            + f") in {catalog.root}; ingest prompts first or widen the filter"
+        )
+    shard_index, n_shards = spec.shard
+    mine = [p for p in prompts if shard_of(p["prompt_id"], n_shards) == shard_index]
+    done = existing_response_ids(catalog, spec.model, spec.sampling_key)
+    todo: list[Conversation] = []
+    skipped = 0
+    for prompt in mine:
+        context, user_turns = split_turns(prompt["messages"], int(prompt["n_turns"]))
+        for sample_index in range(spec.n):
+            rid = response_id(prompt["prompt_id"], spec.model, spec.sampling_key, sample_index)
+            if rid in done:
+                skipped += 1
+                continue
+            todo.append(Conversation(rid, prompt["prompt_id"], sample_index, context, user_turns))
+    failures = catalog.scalar("SELECT count(*) FROM failures WHERE task = 'generate' AND model = ?", [spec.model])
+    return Plan(spec, len(prompts), len(mine), skipped, todo, int(failures or 0))
+
+
+def existing_response_ids(catalog: Catalog, model: str, sampling_key: str) -> set[str]:
+    """Ids of ``model``'s responses with these sampling parameters, in ``responses`` or in
+    a pending shard (written by a killed run or another worker)."""
+    ids = set(catalog.arrow("SELECT response_id FROM responses WHERE model = ? AND sampling = ?",
+                            [model, sampling_key]).column(0).to_pylist())
+    for path in pending_shards(catalog, "responses"):
+        try:
+            table = pq.read_table(path, columns=["response_id", "model"])
+        except (FileNotFoundError, OSError):
+            continue  # merged and removed by another worker meanwhile
+        ids.update(rid for rid, m in zip(table.column(0).to_pylist(), table.column(1).to_pylist()) if m == model)
+    return ids
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerateResult:
+    plan: Plan
+    run: RunSummary
+    responses_written: int = 0
+    failures_written: int = 0
+    merged_responses: int = 0
+    merge_s: float = 0.0
+    merge_pending: bool = False  # the catalog was locked at the end: shards merge next run
+
+
+class _Writer:
+    """Turns Results into response/failure rows and writes them as shards (on_flush)."""
+
+    def __init__(self, catalog: Catalog, spec: GenerateSpec, backend_name: str,
+                 conversations: dict[str, Conversation], turn: int) -> None:
+        self.catalog = catalog
+        self.spec = spec
+        self.backend_name = backend_name
+        self.conversations = conversations
+        self.turn = turn
+        self.failed: set[str] = set()
+        self.responses = 0
+        self.failures = 0
+
+    def __call__(self, batch: list[Result]) -> None:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        responses: list[dict[str, object]] = []
+        failures: list[dict[str, object]] = []
+        for result in batch:
+            conv = self.conversations[result.key]
+            if not result.ok:
+                self.failed.add(conv.response_id)
+                failures.append({
+                    "failure_id": conv.response_id, "task": "generate", "model": self.spec.model,
+                    "prompt_id": conv.prompt_id,
+                    "error": f"turn {self.turn + 1}/{len(conv.user_turns)}: {result.error or 'no text'}",
+                    "attempts": result.attempts, "created_at": now,
+                })
+                continue
+            conv.answers.append(result.text or "")
+            conv.prompt_tokens += result.prompt_tokens or 0
+            conv.completion_tokens += result.completion_tokens or 0
+            conv.latency_s += result.latency_s
+            conv.finish_reasons.append(result.finish_reason or "stop")
+            if len(conv.answers) == len(conv.user_turns):
+                responses.append({
+                    "response_id": conv.response_id, "prompt_id": conv.prompt_id, "model": self.spec.model,
+                    "sample_index": conv.sample_index, "turns": conv.answers, "sampling": self.spec.sampling_key,
+                    "backend": self.backend_name, "prompt_tokens": conv.prompt_tokens,
+                    "completion_tokens": conv.completion_tokens,
+                    "finish_reason": "length" if "length" in conv.finish_reasons else conv.finish_reasons[-1],
+                    "latency_s": conv.latency_s, "created_at": now,
+                })
+        write_shard(self.catalog, "responses", pa.Table.from_pylist(responses, schema=RESPONSE_SCHEMA))
+        write_shard(self.catalog, "failures", pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA))
+        self.responses += len(responses)
+        self.failures += len(failures)
+
+
+def run_generation(
+    catalog: Catalog,
+    plan: Plan,
+    backend: Backend,
+    *,
+    flush_every: int = 512,
+    flush_seconds: float = 30.0,
+    progress: bool = True,
+    console: Console | None = None,
+    merge: bool = True,
+) -> GenerateResult:
+    """Generate every conversation of ``plan`` and merge the shards into the catalog."""
+    result = GenerateResult(plan, RunSummary())
+    # pyarrow imports pandas on its first Python-to-Arrow conversion (~0.5 s): pay it
+    # before the stream starts rather than inside the first flush.
+    pa.Table.from_pylist([], schema=RESPONSE_SCHEMA)
+    todo = plan.todo
+    # Single-turn conversations stream in one pass; multi-turn ones go in chunks of waves.
+    groups = [[c for c in todo if len(c.user_turns) == 1]]
+    multi = [c for c in todo if len(c.user_turns) > 1]
+    groups += [multi[i : i + MULTI_TURN_CHUNK] for i in range(0, len(multi), MULTI_TURN_CHUNK)]
+    try:
+        for group in filter(None, groups):
+            _run_group(catalog, plan.spec, backend, group, result, flush_every, flush_seconds, progress, console)
+    finally:
+        if merge:
+            clear = plan.pending_failures > 0 or result.failures_written > 0
+            result.merged_responses, result.merge_s, result.merge_pending = merge_generated(catalog, clear)
+    return result
+
+
+def _run_group(catalog: Catalog, spec: GenerateSpec, backend: Backend, group: list[Conversation],
+               result: GenerateResult, flush_every: int, flush_seconds: float, progress: bool,
+               console: Console | None) -> None:
+    by_id = {c.response_id: c for c in group}
+    alive = list(group)
+    n_turns = max(len(c.user_turns) for c in group)
+    for turn in range(n_turns):
+        wave = [c for c in alive if len(c.user_turns) > turn]
+        if not wave:
+            break
+        requests = [
+            Request(
+                key=c.response_id,
+                messages=c.messages_for_turn(turn),
+                params=replace(spec.params, seed=request_seed(spec.params.seed, c.response_id, turn)),
+                sample_index=c.sample_index,
+            )
+            for c in wave
+        ]
+        writer = _Writer(catalog, spec, backend.name, by_id, turn)
+        label = "generating" if n_turns == 1 else f"turn {turn + 1}/{n_turns}"
+        summary = run_requests(
+            backend, requests, on_flush=writer, flush_every=flush_every, flush_seconds=flush_seconds,
+            progress=progress, description=label, console=console,
+        )
+        result.run.add(summary)
+        result.responses_written += writer.responses
+        result.failures_written += writer.failures
+        alive = [c for c in wave if c.response_id not in writer.failed]
+
+
+def merge_generated(catalog: Catalog, clear_failures: bool = True, attempts: int = 3) -> tuple[int, float, bool]:
+    """Merge pending response and failure shards; drop failures whose response now exists
+    (``clear_failures=False`` skips that when the caller knows there are none).
+
+    Returns (responses added, seconds, still pending because the catalog was locked).
+    """
+    import time
+
+    started = time.monotonic()
+    added = 0
+    for attempt in range(attempts):
+        try:
+            added += merge_shards(catalog, "responses")
+            if merge_shards(catalog, "failures", replace=True) == 0 and not clear_failures:
+                return added, time.monotonic() - started, False
+            with catalog.connect(read_only=False) as con:
+                con.execute(
+                    "DELETE FROM failures WHERE task = 'generate' AND failure_id IN "
+                    "(SELECT response_id FROM responses)"
+                )
+            return added, time.monotonic() - started, False
+        except CatalogLockedError:
+            return added, time.monotonic() - started, True
+        except Exception:  # noqa: BLE001 - a shard merged and removed by another worker meanwhile
+            if attempt == attempts - 1:
+                raise
+    return added, time.monotonic() - started, False

@@ -1,0 +1,1 @@
+"""LLM-as-judge: rubrics, score parsing, judge runs, scores/τ, evaluation correction."""

@@ -1,0 +1,346 @@
+"""Mini-batch iterative DPO (DESIGN.md §1): the explicit training loop of `tso-train fit`.
+
+1. Shuffle the encoded pairs with the seed and split them into T equal parts.
+2. For each part: the reference becomes the current policy, so its log-probs for the part are
+   computed ONCE by the policy (eval mode, dropout off, no grad) — no second model, no
+   reference forward per step. The optimiser's warm-up + cosine-to-0 schedule restarts.
+3. ``epochs`` passes over the part, reshuffled per epoch; each optimiser step sees one global
+   batch, length-sorted into micro-batches dealt round-robin to the ranks.
+
+Each epoch runs ⌊part / global batch⌋ full steps; the < global-batch leftover pairs of an epoch
+sit it out (a different set each epoch, since every epoch reshuffles). A global batch larger
+than a part is clamped to the part (rounded down to a multiple of micro-batch × ranks) with a
+warning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tso_train import checkpoint as ckpt
+from tso_train.data import EncodedPair, collate_pairs, encode_pairs, pad_id_of, split_global_batch
+from tso_train.engine import (
+    EngineOptions,
+    all_reduce_sum,
+    check_batch_sizes,
+    cosine_lr,
+    grad_norm_after_step,
+    grad_norm_before_step,
+    ensure_distributed_env,
+    initialize,
+    load_causal_lm,
+    peak_memory_bytes,
+    rank,
+    set_lr,
+    world_size,
+)
+from tso_train.errors import NonFiniteLossError, TSOTrainError
+from tso_train.logprobs import SequenceLogps
+from tso_train.losses import PairLogps, make_loss
+from tso_train.metrics import MetricsLog, StepAccumulator
+from tso_train.snapshot import read_snapshot
+
+
+@dataclass
+class FitConfig:
+    snapshot: str
+    model: str
+    out: str
+    loss: str = "dual-clip"
+    beta: float = 0.1
+    gamma_w: float = 20.0
+    gamma_l: float = 10.0
+    ipo_tau: float = 0.2
+    cdpo_eps: float = 0.3
+    parts: int = 3
+    epochs: int = 2
+    global_batch: int = 256
+    micro_batch: int = 4
+    lr: float = 1e-6
+    weight_decay: float = 0.05
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = 1e-8
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    max_length: int | None = 1024
+    zero: int = 0
+    offload: bool = False
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    seed: int = 43
+    deepspeed_config: str | None = None
+    resume: bool = False
+    save_every: int = 50
+    length_average: bool = False
+    # set by tests / the benchmark: called after every optimiser step with the metrics row
+    on_step: Callable[[dict], None] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def split_parts(n_pairs: int, parts: int, seed: int) -> list[np.ndarray]:
+    """Shuffle 0..n-1 with the seed and split into ``parts`` equal parts (sizes differ by ≤ 1).
+
+    >>> [p.tolist() for p in split_parts(5, 2, 43)] == [p.tolist() for p in split_parts(5, 2, 43)]
+    True
+    >>> sorted(len(p) for p in split_parts(10, 3, 0))
+    [3, 3, 4]
+    """
+    if parts < 1:
+        raise TSOTrainError("--parts must be at least 1")
+    if parts > n_pairs:
+        raise TSOTrainError(f"--parts {parts} is more than the {n_pairs} usable pair(s)")
+    order = np.random.default_rng(seed).permutation(n_pairs)
+    return np.array_split(order, parts)
+
+
+def plan_part(part_size: int, cfg: FitConfig, ranks: int, part: int) -> PartPlan:
+    unit = cfg.micro_batch * ranks
+    gb = cfg.global_batch
+    if part_size == 0:
+        raise TSOTrainError(f"part {part + 1} is empty")
+    if gb > part_size:
+        clamped = (part_size // unit) * unit
+        if clamped == 0:
+            raise TSOTrainError(
+                f"part {part + 1} has {part_size} pair(s), fewer than --micro-batch × ranks = {unit}"
+            )
+        if rank() == 0:
+            warnings.warn(
+                f"--global-batch {gb} exceeds part {part + 1}'s {part_size} pairs; using {clamped}",
+                stacklevel=2,
+            )
+        gb = clamped
+    spe = part_size // gb
+    total = spe * cfg.epochs
+    return PartPlan(gb, spe, total, int(math.ceil(cfg.warmup_ratio * total)))
+
+
+def epoch_order(part_indices: np.ndarray, seed: int, part: int, epoch: int) -> np.ndarray:
+    return part_indices[np.random.default_rng([seed, part, epoch]).permutation(len(part_indices))]
+
+
+def _device(engine) -> torch.device:
+    return next(engine.module.parameters()).device
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def reference_logps(engine, pairs: list[EncodedPair], indices: np.ndarray, batch_size: int, pad_id: int, n_total: int) -> torch.Tensor:
+    """Summed log-probs [n_total, 2] (chosen, rejected) of the part's pairs under the current
+    policy. Work is dealt across ranks and summed; every rank runs the same number of forwards
+    (ZeRO-3 gathers parameters collectively)."""
+    ref = torch.zeros(n_total, 2, dtype=torch.float64)
+    ordered = sorted(indices.tolist(), key=lambda i: pairs[i].length)
+    batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    ws, rk = world_size(), rank()
+    while len(batches) % ws:
+        batches.append([])
+    device = _device(engine)
+    engine.eval()
+    try:
+        for j in range(rk, len(batches), ws):
+            idx = batches[j] or batches[0][:1]  # a padding batch: same work, result discarded
+            sums, _ = engine(**_to(collate_pairs([pairs[i] for i in idx], pad_id), device))
+            if batches[j]:
+                b = len(idx)
+                ref[idx, 0] = sums[:b].double().cpu()
+                ref[idx, 1] = sums[b:].double().cpu()
+    finally:
+        engine.train()
+    return all_reduce_sum(ref)
+
+
+def _fingerprint(cfg: FitConfig, n_pairs: int, snapshot_id: str | None) -> dict:
+    keys = ("loss", "parts", "epochs", "global_batch", "micro_batch", "seed", "max_length", "length_average")
+    return {"snapshot_id": snapshot_id, "n_pairs": n_pairs, "world_size": world_size(), **{k: getattr(cfg, k) for k in keys}}
+
+
+def fit(cfg: FitConfig, progress=None) -> dict:
+    """Run the whole fit; returns a summary. ``progress`` is an optional ProgressSink."""
+    ensure_distributed_env()
+    out = Path(cfg.out)
+    snapshot = read_snapshot(cfg.snapshot)  # schema and columns first, before any model load
+    check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
+    if cfg.loss not in ("dual-clip", "dpo", "ipo", "cdpo"):
+        raise TSOTrainError(f"--loss {cfg.loss}: choose dual-clip, dpo, ipo or cdpo")
+    if cfg.parts > len(snapshot.pairs):
+        raise TSOTrainError(f"--parts {cfg.parts} is more than the snapshot's {len(snapshot.pairs)} pair(s)")
+    if cfg.resume and not ckpt.has_engine_state(out):
+        raise TSOTrainError(f"--resume: no checkpoint under {out / ckpt.CHECKPOINT_DIR}")
+    if not cfg.resume and ckpt.has_engine_state(out):
+        raise TSOTrainError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+    lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16)
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    encoded = encode_pairs(tokenizer, snapshot.pairs, cfg.max_length)
+    pairs = encoded.pairs
+    if encoded.n_dropped and rank() == 0:
+        warnings.warn(f"dropped {encoded.n_dropped} pair(s) with no answer token left after truncation", stacklevel=2)
+    parts = split_parts(len(pairs), cfg.parts, cfg.seed)
+    plans = [plan_part(len(p), cfg, world_size(), i) for i, p in enumerate(parts)]
+    loss_fn = make_loss(cfg.loss, beta=cfg.beta, gamma_w=cfg.gamma_w, gamma_l=cfg.gamma_l,
+                        ipo_tau=cfg.ipo_tau, cdpo_eps=cfg.cdpo_eps)
+    pad_id = pad_id_of(tokenizer)
+
+    opts = EngineOptions(
+        global_batch=cfg.global_batch, micro_batch=cfg.micro_batch, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        adam_betas=cfg.adam_betas, adam_eps=cfg.adam_eps, grad_clip=cfg.grad_clip, zero=cfg.zero,
+        offload=cfg.offload, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
+        deepspeed_config=cfg.deepspeed_config,
+    )
+    fingerprint = _fingerprint(cfg, len(pairs), snapshot.snapshot_id)
+    engines = {}  # one engine per distinct global batch (a clamped part needs other accumulation)
+
+    def engine_for(gb: int):
+        if gb not in engines:
+            if engines:  # rebuild with the same weights: only happens for clamped tiny parts
+                raise TSOTrainError("parts of different clamped global batch sizes are not supported")
+            engines[gb] = initialize(SequenceLogps(lm), EngineOptions(**{**asdict(opts), "global_batch": gb}),
+                                     weight_decay_module=lm)
+        return engines[gb]
+
+    gb0 = plans[0].global_batch
+    if any(p.global_batch != gb0 for p in plans):
+        # sizes differ by at most one pair, so a clamp can differ by one micro-batch unit: use the smallest
+        gb0 = min(p.global_batch for p in plans)
+        plans = [PartPlan(gb0, len(part) // gb0, (len(part) // gb0) * cfg.epochs,
+                          int(math.ceil(cfg.warmup_ratio * (len(part) // gb0) * cfg.epochs))) for part in parts]
+    engine = engine_for(gb0)
+    gas = gb0 // (cfg.micro_batch * world_size())
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out / "metrics.jsonl", enabled=rank() == 0)
+    start = {"part": 0, "epoch": 0, "step": 0, "global_step": 0, "ref": None}
+    if cfg.resume:
+        state = ckpt.load_engine_state(engine, out)
+        if state.get("fingerprint") != fingerprint:
+            raise TSOTrainError(f"--resume: {out} was trained with other settings {state.get('fingerprint')}")
+        start = {k: state[k] for k in start}
+        log.truncate_after(start["global_step"])
+    else:
+        log.reset()
+    if rank() == 0:
+        (out / "run.json").write_text(json.dumps({
+            **{k: v for k, v in asdict(cfg).items() if k != "on_step"},
+            "n_pairs": len(pairs), "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped,
+            "part_sizes": [len(p) for p in parts], "global_batch_used": gb0,
+            "steps_per_part": [p.total_steps for p in plans], "world_size": world_size(),
+            "snapshot_id": snapshot.snapshot_id,
+        }, indent=2))
+
+    total_steps = sum(p.total_steps for p in plans)
+    if progress is not None:
+        progress.start(total_steps, done=start["global_step"])
+    global_step = start["global_step"]
+    device = _device(engine)
+    last_row: dict = {}
+    for part in range(start["part"], cfg.parts):
+        plan = plans[part]
+        resuming_here = part == start["part"] and start["ref"] is not None
+        if resuming_here:
+            ref = torch.as_tensor(start["ref"], dtype=torch.float64)
+        else:
+            ref = reference_logps(engine, pairs, parts[part], cfg.micro_batch * 2, pad_id, len(pairs))
+        first_epoch = start["epoch"] if part == start["part"] else 0
+        for epoch in range(first_epoch, cfg.epochs):
+            order = epoch_order(parts[part], cfg.seed, part, epoch)
+            first_step = start["step"] if (part == start["part"] and epoch == start["epoch"]) else 0
+            for step in range(first_step, plan.steps_per_epoch):
+                part_step = epoch * plan.steps_per_epoch + step
+                lr = cosine_lr(part_step, plan.total_steps, plan.warmup_steps, cfg.lr)
+                set_lr(engine, lr)
+                batch_idx = order[step * gb0 : (step + 1) * gb0].tolist()
+                micro = split_global_batch(batch_idx, cfg.micro_batch, world_size(), rank(), key=lambda i: pairs[i].length)
+                assert len(micro) == gas
+                acc = StepAccumulator()
+                t0 = time.perf_counter()
+                for m, idx in enumerate(micro):
+                    batch = _to(collate_pairs([pairs[i] for i in idx], pad_id), device)
+                    sums, counts = engine(**batch)
+                    b = len(idx)
+                    r = ref[idx].to(device=sums.device, dtype=sums.dtype)
+                    pc, pr, rc, rr = sums[:b], sums[b:], r[:, 0], r[:, 1]
+                    if cfg.length_average:
+                        cc, cr = counts[:b].clamp(min=1), counts[b:].clamp(min=1)
+                        pc, pr, rc, rr = pc / cc, pr / cr, rc / cc, rr / cr
+                    loss_out = loss_fn(PairLogps(pc, pr, rc, rr))
+                    # engine.backward divides by the accumulation steps and ranks average
+                    # gradients: the update is the mean over the global batch.
+                    engine.backward(loss_out.losses.sum() / cfg.micro_batch)
+                    acc.add(loss_out, pc, pr, int(batch["attention_mask"].sum()))
+                    if m < gas - 1:
+                        engine.step()
+                row, tokens = acc.reduce()
+                if not math.isfinite(row["loss"]):
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({row['loss']}) at part {part + 1}, step {global_step + 1}; "
+                        f"stopped before the update — the last checkpoint in {out / ckpt.CHECKPOINT_DIR} is intact"
+                    )
+                norm_before = grad_norm_before_step(engine)
+                engine.step()
+                elapsed = time.perf_counter() - t0
+                global_step += 1
+                grad_norm = grad_norm_after_step(engine, norm_before)
+                peak = int(all_reduce_max_int(peak_memory_bytes()))
+                row.update({
+                    "lr": lr, "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                    "tokens_per_s": tokens / elapsed if elapsed > 0 else None, "peak_mem": peak,
+                    "part": part + 1, "epoch": epoch + 1, "step": global_step,
+                })
+                log.write(row)
+                last_row = row
+                if cfg.on_step is not None:
+                    cfg.on_step(row)
+                if progress is not None:
+                    progress.update(row)
+                next_pos = _next_position(part, epoch, step, plan, cfg)
+                if cfg.save_every and global_step % cfg.save_every == 0 and next_pos[0] == part:
+                    ckpt.save_engine_state(engine, out, f"step-{global_step}", {
+                        "fingerprint": fingerprint, "part": next_pos[0], "epoch": next_pos[1], "step": next_pos[2],
+                        "global_step": global_step, "ref": ref,
+                    })
+        name = f"part-{part + 1}"
+        ckpt.save_hf_policy(engine, lm, tokenizer, out, name, cfg.zero)
+        ckpt.save_engine_state(engine, out, f"step-{global_step}", {
+            "fingerprint": fingerprint, "part": part + 1, "epoch": 0, "step": 0,
+            "global_step": global_step, "ref": None,
+        })
+        ckpt.point_final(out, name)
+    if progress is not None:
+        progress.stop()
+    return {"out": str(out), "steps": global_step, "last": last_row, "n_pairs": len(pairs),
+            "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped}
+
+
+def _next_position(part: int, epoch: int, step: int, plan: PartPlan, cfg: FitConfig) -> tuple[int, int, int]:
+    if step + 1 < plan.steps_per_epoch:
+        return part, epoch, step + 1
+    if epoch + 1 < cfg.epochs:
+        return part, epoch + 1, 0
+    return part + 1, 0, 0
+
+
+def all_reduce_max_int(value: int) -> int:
+    from tso_train.engine import all_reduce_max
+
+    return int(all_reduce_max(torch.tensor([value], dtype=torch.float64))[0])

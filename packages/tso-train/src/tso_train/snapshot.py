@@ -1,0 +1,167 @@
+"""Read and validate a pair snapshot (DESIGN.md §4) — the only thing tso-train reads from tso-data.
+
+Two kinds of file are accepted:
+
+* a **TSO snapshot**: key-value metadata ``tso.schema_version`` = ``"1"`` and all columns
+  (``prompt``, ``chosen``, ``rejected`` as list<struct<role, content>> plus the provenance
+  columns ``pair_id``, ``prompt_id``, ``kind``, ``chosen_source``, ``rejected_source``,
+  ``chosen_score``, ``rejected_score``, ``round``);
+* a **plain TRL conversational preference file** (no ``tso.*`` metadata): only ``prompt``,
+  ``chosen`` and ``rejected`` are required; pairs are then named by their row number.
+
+Anything else fails before any model is loaded, with one line naming the file, row and field.
+``prompt`` holds the conversation up to the first assistant turn (system/user messages);
+``chosen``/``rejected`` hold the continuation, which starts with an assistant turn and may
+alternate with later user turns (multi-turn prompts). Only assistant tokens are trained.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tso_train.errors import TSOTrainError
+
+SCHEMA_VERSION = "1"
+CONVERSATION_COLUMNS = ("prompt", "chosen", "rejected")
+PROVENANCE_COLUMNS = (
+    "pair_id",
+    "prompt_id",
+    "kind",
+    "chosen_source",
+    "rejected_source",
+    "chosen_score",
+    "rejected_score",
+    "round",
+)
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    pair_id: str
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    pairs: list[PreferencePair]
+    snapshot_id: str | None = None
+    round: int | None = None
+    config: dict = field(default_factory=dict)
+    is_tso: bool = True
+
+
+def _is_message_list(t: pa.DataType) -> bool:
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)):
+        return False
+    value = t.value_type
+    if not pa.types.is_struct(value):
+        return False
+    names = {value.field(i).name for i in range(value.num_fields)}
+    return {"role", "content"} <= names
+
+
+def _check_conversation(path: Path, row: int, column: str, messages: list[Message]) -> None:
+    def fail(msg: str) -> None:
+        raise TSOTrainError(f"{path}: row {row}: field '{column}': {msg}")
+
+    if not messages:
+        fail("empty conversation")
+    for m in messages:
+        if not isinstance(m.get("content"), str) or m.get("role") not in {"system", "user", "assistant"}:
+            fail(f"bad message {m!r} (need role in system|user|assistant and string content)")
+    roles = [m["role"] for m in messages]
+    if column == "prompt":
+        if roles[-1] != "user":
+            fail(f"must end with a user message, ends with {roles[-1]!r}")
+        if "assistant" in roles:
+            fail("holds an assistant message; the prompt is the conversation up to the first answer")
+    else:
+        if roles[0] != "assistant":
+            fail(f"must start with the assistant's answer, starts with {roles[0]!r}")
+        for a, b in zip(roles, roles[1:]):
+            if a == b:
+                fail(f"two consecutive {a!r} messages")
+        if roles[-1] != "assistant":
+            fail("must end with an assistant message")
+
+
+def read_snapshot(path: str | Path) -> Snapshot:
+    """Validate the file's schema version and columns first, then every row."""
+    path = Path(path)
+    if not path.is_file():
+        raise TSOTrainError(f"{path}: no such snapshot file")
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TSOTrainError(f"{path}: not a Parquet file ({exc})") from None
+    schema = pf.schema_arrow
+    meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+    is_tso = "tso.schema_version" in meta
+    if is_tso and meta["tso.schema_version"] != SCHEMA_VERSION:
+        raise TSOTrainError(
+            f"{path}: snapshot schema version {meta['tso.schema_version']!r}, "
+            f"this tso-train reads version {SCHEMA_VERSION!r}"
+        )
+    required = CONVERSATION_COLUMNS + (PROVENANCE_COLUMNS if is_tso else ())
+    missing = [c for c in required if c not in schema.names]
+    if missing:
+        kind = "TSO snapshot" if is_tso else "preference file (no tso.schema_version metadata)"
+        raise TSOTrainError(f"{path}: {kind} is missing column(s) {', '.join(missing)}")
+    for c in CONVERSATION_COLUMNS:
+        if not _is_message_list(schema.field(c).type):
+            raise TSOTrainError(
+                f"{path}: field '{c}': type {schema.field(c).type} is not list<struct<role, content>>"
+                " (tso-train reads conversational pairs only)"
+            )
+
+    columns = list(CONVERSATION_COLUMNS) + (["pair_id"] if is_tso else [])
+    table = pf.read(columns=columns)
+    data = table.to_pydict()
+    pairs: list[PreferencePair] = []
+    for row in range(table.num_rows):
+        conv = {}
+        for c in CONVERSATION_COLUMNS:
+            messages = [{"role": m["role"], "content": m["content"]} for m in (data[c][row] or [])]
+            _check_conversation(path, row, c, messages)
+            conv[c] = messages
+        pair_id = data["pair_id"][row] if is_tso else str(row)
+        if pair_id is None:
+            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': null")
+        pairs.append(PreferencePair(pair_id=str(pair_id), **conv))
+    if not pairs:
+        raise TSOTrainError(f"{path}: the snapshot holds no pairs")
+
+    config: dict = {}
+    if "tso.config" in meta:
+        try:
+            config = json.loads(meta["tso.config"])
+        except json.JSONDecodeError:
+            raise TSOTrainError(f"{path}: metadata 'tso.config' is not JSON") from None
+    round_ = meta.get("tso.round")
+    return Snapshot(
+        path=path,
+        pairs=pairs,
+        snapshot_id=meta.get("tso.snapshot_id"),
+        round=int(round_) if round_ not in (None, "") else None,
+        config=config,
+        is_tso=is_tso,
+    )
+
+
+def _check_roles_sft(path: Path, row: int, messages: list[Message]) -> None:
+    """An SFT conversation: valid messages, at least one assistant turn."""
+    for m in messages:
+        if not isinstance(m.get("content"), str) or m.get("role") not in {"system", "user", "assistant"}:
+            raise TSOTrainError(f"{path}: row {row}: field 'messages': bad message {m!r}")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise TSOTrainError(f"{path}: row {row}: field 'messages': no assistant message to learn from")

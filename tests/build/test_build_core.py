@@ -1,0 +1,161 @@
+"""Properties of the pure pair core (tso_data.build.pairs) on synthetic frames."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from tso_data import ids
+from tso_data.build.config import resolve_pools
+from tso_data.build.pairs import build_pairs
+from tso_data.build.snapshot import snapshot_table, to_conversations
+
+from build_frames import BASE, NEGATIVE, POSITIVE, config, make_inputs, models_frame
+
+TEXTS = st.sampled_from(["a", "b", "c", "same"])
+SOURCES = st.sampled_from(sorted(POSITIVE | NEGATIVE | {"f-v3-7b"}))
+PROMPT = st.fixed_dictionaries({
+    "answers": st.lists(st.tuples(SOURCES, TEXTS), max_size=6),
+    "base": st.lists(st.tuples(TEXTS, st.one_of(st.none(), st.integers(1, 5))), max_size=4),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=st.lists(PROMPT, min_size=1, max_size=8), cap=st.integers(1, 3), seed=st.integers(0, 2**31),
+       pairing=st.sampled_from(["best-worst", "random"]), tau_mode=st.sampled_from(["global-mean", "prompt-mean"]))
+def test_pair_invariants(spec, cap, seed, pairing, tau_mode) -> None:
+    inputs = make_inputs(spec)
+    if inputs.scores.height == 0:
+        return
+    cfg = config(max_pairs_per_prompt=cap, seed=seed, base_pairs={"pairing": pairing}, tau={"mode": tau_mode})
+    pools = resolve_pools(cfg, models_frame())
+    assert set(pools.positive) == POSITIVE and set(pools.negative) == NEGATIVE
+    result = build_pairs(inputs, cfg, pools)
+    pairs = result.pairs
+    owners = pl.concat([
+        inputs.answers.select(pl.col("answer_id").alias("id"), "prompt_id", "source", "turns"),
+        inputs.responses.select(pl.col("response_id").alias("id"), "prompt_id", pl.col("model").alias("source"), "turns"),
+    ])
+    owner = {r["id"]: r for r in owners.to_dicts()}
+    score = dict(inputs.scores.iter_rows())
+    base_scores = [s for p in spec for _, s in p["base"] if s is not None]
+    for row in pairs.to_dicts():
+        c, r = owner[row["chosen_id"]], owner[row["rejected_id"]]
+        assert c["prompt_id"] == r["prompt_id"] == row["prompt_id"]
+        assert c["turns"] == row["chosen_turns"] and r["turns"] == row["rejected_turns"]
+        assert row["chosen_turns"] != row["rejected_turns"]
+        assert (c["source"], r["source"]) == (row["chosen_source"], row["rejected_source"])
+        if row["kind"] == "matrix":
+            assert c["source"] in POSITIVE and r["source"] in NEGATIVE
+        else:
+            assert c["source"] == r["source"] == BASE
+            cs, rs = score.get(row["chosen_id"]), score.get(row["rejected_id"])
+            assert cs is not None and rs is not None  # never a missing or failed score
+            assert (cs, rs) == (row["chosen_score"], row["rejected_score"])
+            if tau_mode == "global-mean":
+                tau = sum(base_scores) / len(base_scores)
+                assert result.tau == pytest.approx(tau)
+                assert cs > tau >= rs  # eqs. 7-8: > τ positive, ≤ τ negative
+            else:
+                assert cs > rs
+    per_prompt = pairs.group_by("prompt_id", "kind").len()
+    assert per_prompt.height == 0 or per_prompt["len"].max() <= cap
+    assert pairs.select("chosen_id", "rejected_id").is_unique().all()
+    again = build_pairs(inputs, cfg, pools).pairs
+    assert again.sort("chosen_id", "rejected_id").equals(pairs.sort("chosen_id", "rejected_id"))
+
+
+def test_best_worst_takes_extremes_and_random_stays_on_its_side() -> None:
+    spec = [{"answers": [], "base": [("w", 1), ("x", 2), ("y", 4), ("z", 5), ("fail", None)]}]
+    inputs = make_inputs(spec)
+    cfg = config(mix={"matrix": 0, "base": 1}, tau={"mode": "fixed", "value": 3.0})
+    pairs = build_pairs(inputs, cfg, resolve_pools(cfg, models_frame())).pairs
+    assert pairs.select("chosen_turns", "rejected_turns").rows() == [(["z"], ["w"])]
+    cfg2 = config(mix={"matrix": 0, "base": 1}, tau={"mode": "fixed", "value": 3.0}, max_pairs_per_prompt=2)
+    pairs2 = build_pairs(inputs, cfg2, resolve_pools(cfg2, models_frame())).pairs
+    assert sorted(pairs2.select("chosen_turns", "rejected_turns").rows()) == [(["y"], ["x"]), (["z"], ["w"])]
+
+
+def _large_spec(n: int) -> list[dict]:
+    return [
+        {"answers": [("human", f"h{i}"), ("f-v2-70b", f"p{i}"), ("f-v1-1b", f"n1{i}"), ("f-v2-1b", f"n2{i}"),
+                     ("f-v1-7b", f"n3{i}")],
+         "base": [(f"b{i}-{k}", k) for k in range(1, 5)]}
+        for i in range(n)
+    ]
+
+
+def test_source_frequencies_match_weights_chi_square() -> None:
+    inputs = make_inputs(_large_spec(4000))
+    weights = {"f-v1-1b": 1.0, "f-v2-1b": 2.0, "f-v1-7b": 5.0}
+    cfg = config(mix={"matrix": 1, "base": 0}, negative={"sources": sorted(weights), "weights": weights},
+                 positive={"sources": ["newest-largest", "human"], "weights": {"human": 3, "newest-largest": 1}})
+    pairs = build_pairs(inputs, cfg, resolve_pools(cfg, models_frame())).pairs
+    assert pairs.height == 4000
+    neg = dict(pairs.group_by("rejected_source").len().iter_rows())
+    observed = [neg[s] for s in sorted(weights)]
+    expected = [4000 * weights[s] / 8 for s in sorted(weights)]
+    assert stats.chisquare(observed, expected).pvalue > 0.001
+    pos = dict(pairs.group_by("chosen_source").len().iter_rows())
+    assert stats.chisquare([pos["human"], pos["f-v2-70b"]], [3000, 1000]).pvalue > 0.001
+
+
+def test_weights_renormalise_over_sources_present() -> None:
+    # half the prompts lack the heavy negative: there the light one must always be drawn
+    spec = _large_spec(400)
+    for p in spec[:200]:
+        p["answers"] = [a for a in p["answers"] if a[0] not in ("f-v1-7b", "f-v2-1b")]
+    inputs = make_inputs(spec)
+    cfg = config(mix={"matrix": 1, "base": 0})
+    pairs = build_pairs(inputs, cfg, resolve_pools(cfg, models_frame())).pairs
+    lacking = {ids.prompt_id([{"role": "user", "content": f"prompt {i}"}]) for i in range(200)}
+    sub = pairs.filter(pl.col("prompt_id").is_in(list(lacking)))
+    assert sub.height == 200 and set(sub["rejected_source"]) == {"f-v1-1b"}
+
+
+def test_kind_mix_and_shortfall() -> None:
+    inputs = make_inputs(_large_spec(1000))
+    cfg = config(pairs=1000, mix={"matrix": 0.3, "base": 0.7})
+    result = build_pairs(inputs, cfg, resolve_pools(cfg, models_frame()))
+    counts = result.counts
+    sd = (1000 * 0.3 * 0.7) ** 0.5
+    assert abs(counts["matrix"] - 300) <= 3 * sd and counts["matrix"] + counts["base"] == 1000
+    big = config(pairs=5000)
+    short = build_pairs(inputs, big, resolve_pools(big, models_frame()))
+    assert short.counts == {"matrix": 1000, "base": 1000}
+    assert any("fewer matrix pairs" in w for w in short.warnings)
+
+
+def test_heldout_prompts_and_wrong_turn_counts_are_not_used() -> None:
+    spec = _large_spec(20)
+    for p in spec[:5]:
+        p["split"] = "heldout"
+    inputs = make_inputs(spec)
+    cfg = config()
+    pairs = build_pairs(inputs, cfg, resolve_pools(cfg, models_frame())).pairs
+    heldout = {ids.prompt_id([{"role": "user", "content": f"prompt {i}"}]) for i in range(5)}
+    assert pairs.height > 0 and not set(pairs["prompt_id"]) & heldout
+
+
+def test_snapshot_is_deterministic_and_content_addressed(tmp_path) -> None:
+    from tso_data.build.snapshot import write_snapshot_file
+
+    inputs = make_inputs(_large_spec(300))
+    cfg = config(pairs=200)
+    paths = []
+    for k in range(2):
+        pairs = build_pairs(inputs, cfg, resolve_pools(cfg, models_frame())).pairs
+        table, sid = snapshot_table(to_conversations(pairs, inputs.prompts), 1, cfg.to_dict())
+        path = tmp_path / str(k) / f"{sid}.parquet"
+        assert write_snapshot_file(table, path)
+        assert not write_snapshot_file(table, path)  # never overwritten
+        paths.append(path)
+    assert paths[0].name == paths[1].name
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    other = config(pairs=200, seed=7)
+    pairs = build_pairs(inputs, other, resolve_pools(other, models_frame())).pairs
+    _, sid2 = snapshot_table(to_conversations(pairs, inputs.prompts), 1, other.to_dict())
+    assert sid2 != paths[0].stem
