@@ -36,9 +36,10 @@ step() {
 snapshot_path() {  # build flags... -> the snapshot's path (content-addressed: rebuilding is a no-op)
   tso-data build -c "$CAT" --round 1 --json "$@" | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["path"])'
 }
-base_path=$(tso-data sql -c "$CAT" --csv "select path from models where name = '$BASE'" | tail -n 1)
+sql1() { tso-data sql -c "$CAT" --csv "$1" | tail -n 1 | tr -d '\r'; }  # first value of a one-row query
+base_path=$(sql1 "select path from models where name = '$BASE'")
 [ -n "$base_path" ] || { echo "error: $BASE is not in $CAT; run examples/tso_cpu/run.sh first" >&2; exit 1; }
-size=$(tso-data sql -c "$CAT" --csv "select size_b from models where name = '$BASE'" | tail -n 1)
+size=$(sql1 "select size_b from models where name = '$BASE'")
 
 for seed in $SEEDS; do
   tso_snap=$(snapshot_path --seed "$seed")

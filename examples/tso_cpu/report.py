@@ -144,12 +144,14 @@ def print_tables(console: Console, report: dict[str, Any]) -> None:
                   f"{s['mean']:.2f} ± {s['se']:.2f}", f"{100 * s['exact']:.0f}%")
     console.print(t)
     t = Table(title="TSO rounds: the base model before, the trained policy after")
-    for col in ("round", "base", "held-out", "τ", "pairs (matrix/base)", "fit acc.", "policy", "held-out"):
+    for col in ("round", "base", "held-out", "τ", "pairs (matrix/base)", "fit acc.", "policy", "held-out", "Δ"):
         t.add_column(col, justify="right")
     for r in report["rounds"]:
         t.add_row(str(r["round"]), r["base"], _fmt(r["base_heldout"]), _fmt(r["tau"]),
                   f"{r['pairs']} ({r['pairs_matrix']}/{r['pairs_base']})", _fmt(r.get("fit_final_accuracy")),
-                  r["policy"] or "-", _fmt(r["policy_heldout"]))
+                  r["policy"] or "-", _fmt(r["policy_heldout"]),
+                  _fmt(None if r["policy_heldout"] is None or r["base_heldout"] is None
+                       else r["policy_heldout"] - r["base_heldout"], 2))
     console.print(t)
     if report["arms"]:
         t = Table(title="baseline arms from the round-1 base, same budget (held-out score over seeds)")
@@ -172,13 +174,16 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax = axes[0][0]
     rounds_ = report["rounds"]
     if rounds_:
-        xs = [0] + [r["round"] for r in rounds_]
-        ys = [rounds_[0]["base_heldout"]] + [r["policy_heldout"] for r in rounds_]
-        ax.plot(xs, ys, "o-", color="black", label="base → TSO policy (small size)")
-    for name, style in (("arith-v1-s", ":"), ("arith-v1-l", "-."), ("arith-v2-l", "--"), ("human", "-")):
+        names = [rounds_[0]["base"]] + [r["policy"] for r in rounds_]
+        xs = list(range(len(names)))
+        ys = [scores.get(n, {}).get("mean") for n in names]
+        errs = [scores.get(n, {}).get("se", 0.0) for n in names]
+        ax.errorbar(xs, ys, yerr=errs, fmt="o-", color="black", capsize=3, label="base → policy of each round (± se)")
+        ax.set_xticks(xs, [f"{x}\n{n}" for x, n in zip(xs, names)], fontsize=7)
+    for i, (name, style) in enumerate((("arith-v1-s", ":"), ("arith-v1-l", "-."), ("arith-v2-l", "--"), ("human", "-"))):
         if name in scores:
-            ax.axhline(scores[name]["mean"], linestyle=style, alpha=0.6, label=name)
-    ax.set_xlabel("round")
+            ax.axhline(scores[name]["mean"], linestyle=style, color=f"C{i}", alpha=0.8, label=name)
+    ax.set_xlabel("after round")
     ax.set_ylabel("held-out verifier score (1-10)")
     ax.set_title("TSO rounds on CPU")
     ax.legend(fontsize=7)
@@ -219,8 +224,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     plot(report, args.out / "report.png")
-    print_tables(Console(), report)
-    Console().print(f"wrote {args.out / 'report.json'} and {args.out / 'report.png'}")
+    console = Console(width=max(Console().width, 120))  # full tables in logs and pipes too
+    print_tables(console, report)
+    console.print(f"wrote {args.out / 'report.json'} and {args.out / 'report.png'}")
 
 
 if __name__ == "__main__":

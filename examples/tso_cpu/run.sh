@@ -48,6 +48,7 @@ step() {  # step NAME COMMAND... : run one step, stop the whole example if it fa
   fi
 }
 have_model() { [ -f "$1/config.json" ]; }
+model_path() { tso-data sql -c "$CAT" --csv "select path from models where name = '$1'" | tail -n 1 | tr -d '\r'; }
 
 # -- 1. the task and the model matrix (stand-ins for the models a user already owns) --------
 step "prepare task files, tokenizer, untrained cells" \
@@ -96,7 +97,7 @@ for r in $(seq 1 "$ROUNDS"); do
   # the same inputs give the same content-addressed snapshot: ask build again for its path
   snapshot=$(tso-data build -c "$CAT" --round "$r" --json | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["path"])')
   have_model "$run/final" || step "round $r: fit $base on $snapshot" \
-    tso-train fit "$snapshot" --model "$(tso-data sql -c "$CAT" --csv "select path from models where name = '$base'" | tail -n 1)" --out "$run" --seed "$SEED" $FIT_ARGS
+    tso-train fit "$snapshot" --model "$(model_path "$base")" --out "$run" --seed "$SEED" $FIT_ARGS
   step "round $r: register the policy as $next" \
     tso-data models add "$next" -c "$CAT" --family arith --version "$((r + 2))" --size-b "$SIZE_S" --path "$run/final"
   step "round $r: $next answers the held-out prompts" tso-data generate -c "$CAT" --model "$next" --split heldout "${GREEDY[@]}"

@@ -28,6 +28,8 @@ def _env(work: Path, **extra: str) -> dict[str, str]:
     env.update(
         WORK=str(work), ROUNDS="1", N_TRAIN=str(N_TRAIN), N_HELDOUT=str(N_HELDOUT), N_SFT="200",
         EPOCHS_V1="1", EPOCHS_V2="1", SAMPLES=str(SAMPLES), PYTHON=sys.executable,
+        FIT_ARGS="--loss dual-clip --parts 3 --epochs 1 --global-batch 4 --micro-batch 4 --lr 5e-6 "
+        "--max-length 64 --save-every 0",
         PATH=bin_dir + os.pathsep + env.get("PATH", ""),
         PYTHONPATH=os.pathsep.join(
             [str(REPO / "packages" / "tso-data" / "src"), str(REPO / "packages" / "tso-train" / "src")]
