@@ -54,8 +54,12 @@ for seed in $SEEDS; do
     esac
     name="arm-$arm-s$seed"
     out="$WORK/arms/$name"
-    [ -f "$out/final/config.json" ] || step "$name: fit" \
-      tso-train fit "$snap" --model "$base_path" --out "$out" --seed "$seed" "${fit[@]}" $COMMON
+    if [ ! -f "$out/.done" ]; then  # `final` exists after the first part: mark completion separately
+      resume=(); [ -f "$out/checkpoints/latest" ] && resume=(--resume)
+      step "$name: fit" \
+        tso-train fit "$snap" --model "$base_path" --out "$out" --seed "$seed" "${fit[@]}" $COMMON "${resume[@]}"
+      touch "$out/.done"
+    fi
     step "$name: register" tso-data models add "$name" -c "$CAT" --family arith-arm --version "$seed" \
       --size-b "$size" --path "$out/final" --note "arm=$arm seed=$seed snapshot=$(basename "$snap" .parquet)"
     step "$name: answer held-out prompts" tso-data generate -c "$CAT" --model "$name" --split heldout \

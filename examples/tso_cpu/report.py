@@ -42,6 +42,40 @@ GROUP BY j.source
 """
 
 
+PER_PROMPT_SQL = """
+SELECT j.source, j.prompt_id, avg(j.score) AS score
+FROM judgments j
+JOIN prompts p USING (prompt_id)
+LEFT JOIN responses r ON r.response_id = j.target_id
+WHERE j.status = 'ok' AND j.judge = ? AND p.split = 'heldout'
+  AND (j.target_kind = 'answer' OR CAST(json_extract(r.sampling, '$.temperature') AS DOUBLE) = 0)
+GROUP BY j.source, j.prompt_id
+"""
+
+
+def per_prompt_scores(catalog: Catalog, judge: str) -> dict[str, dict[str, float]]:
+    """source -> prompt_id -> held-out score (for paired comparisons on the same prompts)."""
+    out: dict[str, dict[str, float]] = {}
+    for r in catalog.arrow(PER_PROMPT_SQL, [judge]).to_pylist():
+        out.setdefault(r["source"], {})[r["prompt_id"]] = r["score"]
+    return out
+
+
+def paired_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float] | None:
+    """Mean per-prompt difference after − before on the prompts both answered, with its
+    standard error: the noise of comparing two models on the same prompts, far smaller
+    than either mean's own standard error.
+
+    >>> paired_delta({"a": 6.0, "b": 4.0, "c": 5.0}, {"a": 5.0, "b": 4.0, "c": 4.0})
+    {'delta': 0.6666666666666666, 'se': 0.3333333333333333, 'n': 3}
+    """
+    common = sorted(set(after) & set(before))
+    if len(common) < 2:
+        return None
+    diffs = [after[k] - before[k] for k in common]
+    return {"delta": statistics.fmean(diffs), "se": statistics.stdev(diffs) / math.sqrt(len(diffs)), "n": len(diffs)}
+
+
 def heldout_scores(catalog: Catalog, judge: str) -> dict[str, dict[str, float]]:
     rows = catalog.arrow(HELDOUT_SQL, [judge]).to_pylist()
     out = {}
@@ -58,7 +92,8 @@ def models(catalog: Catalog) -> list[dict[str, Any]]:
     ).to_pylist()
 
 
-def rounds(catalog: Catalog, runs: Path | None, scores: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+def rounds(catalog: Catalog, runs: Path | None, scores: dict[str, dict[str, float]],
+           by_prompt: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     """One row per round: its (latest) default snapshot, the base before and the policy after."""
     snaps = catalog.arrow(
         "SELECT round, snapshot_id, path, base_model, tau, n_pairs, n_matrix, n_base, config, created_at "
@@ -80,6 +115,7 @@ def rounds(catalog: Catalog, runs: Path | None, scores: dict[str, dict[str, floa
             "base_heldout": scores.get(base, {}).get("mean"),
             "policy": policy,
             "policy_heldout": scores.get(policy, {}).get("mean") if policy else None,
+            "paired_delta": paired_delta(by_prompt.get(policy or "", {}), by_prompt.get(base, {})),
             "tau": s["tau"],
             "pairs": s["n_pairs"],
             "pairs_matrix": s["n_matrix"],
@@ -91,20 +127,28 @@ def rounds(catalog: Catalog, runs: Path | None, scores: dict[str, dict[str, floa
     return out
 
 
-def arms(catalog: Catalog, scores: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+def arms(catalog: Catalog, scores: dict[str, dict[str, float]], by_prompt: dict[str, dict[str, float]],
+         base: str | None) -> list[dict[str, Any]]:
     """Baseline arms (examples/tso_cpu/baselines.sh): models of family arith-arm whose note
-    reads 'arm=NAME seed=S'; mean and spread of the held-out score over seeds."""
-    groups: dict[str, list[float]] = {}
+    reads 'arm=NAME seed=S'. Per arm: the held-out score's mean and spread over seeds, and
+    the paired difference to the round-1 base (per prompt, averaged over seeds)."""
+    groups: dict[str, list[str]] = {}
     for m in models(catalog):
         if m["family"] != ARM_FAMILY or m["name"] not in scores:
             continue
         fields = dict(part.split("=", 1) for part in (m["note"] or "").split() if "=" in part)
-        groups.setdefault(fields.get("arm", m["name"]), []).append(scores[m["name"]]["mean"])
-    return [
-        {"arm": arm, "seeds": len(v), "mean": statistics.fmean(v),
-         "sd": statistics.stdev(v) if len(v) > 1 else 0.0, "min": min(v), "max": max(v), "scores": v}
-        for arm, v in sorted(groups.items())
-    ]
+        groups.setdefault(fields.get("arm", m["name"]), []).append(m["name"])
+    out = []
+    for arm, names in sorted(groups.items()):
+        v = [scores[n]["mean"] for n in names]
+        prompts = set.intersection(*(set(by_prompt[n]) for n in names))
+        seed_mean = {k: statistics.fmean(by_prompt[n][k] for n in names) for k in prompts}
+        out.append({
+            "arm": arm, "seeds": len(v), "models": names, "mean": statistics.fmean(v),
+            "sd": statistics.stdev(v) if len(v) > 1 else 0.0, "min": min(v), "max": max(v), "scores": v,
+            "paired_delta_vs_base": paired_delta(seed_mean, by_prompt.get(base or "", {})),
+        })
+    return out
 
 
 def _counts(values: list[str]) -> dict[str, int]:
@@ -130,6 +174,10 @@ def _fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _delta(d: dict[str, float] | None) -> str:
+    return "-" if d is None else f"{d['delta']:+.2f} ± {d['se']:.2f}"
+
+
 def print_tables(console: Console, report: dict[str, Any]) -> None:
     scores = report["heldout"]
     t = Table(title="held-out verifier score (1-10) per source, greedy answers")
@@ -144,21 +192,22 @@ def print_tables(console: Console, report: dict[str, Any]) -> None:
                   f"{s['mean']:.2f} ± {s['se']:.2f}", f"{100 * s['exact']:.0f}%")
     console.print(t)
     t = Table(title="TSO rounds: the base model before, the trained policy after")
-    for col in ("round", "base", "held-out", "τ", "pairs (matrix/base)", "fit acc.", "policy", "held-out", "Δ"):
+    for col in ("round", "base", "held-out", "τ", "pairs (matrix/base)", "fit acc.", "policy", "held-out",
+                "Δ paired ± se"):
         t.add_column(col, justify="right")
     for r in report["rounds"]:
         t.add_row(str(r["round"]), r["base"], _fmt(r["base_heldout"]), _fmt(r["tau"]),
                   f"{r['pairs']} ({r['pairs_matrix']}/{r['pairs_base']})", _fmt(r.get("fit_final_accuracy")),
                   r["policy"] or "-", _fmt(r["policy_heldout"]),
-                  _fmt(None if r["policy_heldout"] is None or r["base_heldout"] is None
-                       else r["policy_heldout"] - r["base_heldout"], 2))
+                  _delta(r["paired_delta"]))
     console.print(t)
     if report["arms"]:
         t = Table(title="baseline arms from the round-1 base, same budget (held-out score over seeds)")
-        for col in ("arm", "seeds", "mean", "sd", "min", "max"):
+        for col in ("arm", "seeds", "mean", "sd", "min", "max", "Δ vs base, paired ± se"):
             t.add_column(col, justify="right")
         for a in report["arms"]:
-            t.add_row(a["arm"], str(a["seeds"]), _fmt(a["mean"]), _fmt(a["sd"]), _fmt(a["min"]), _fmt(a["max"]))
+            t.add_row(a["arm"], str(a["seeds"]), _fmt(a["mean"]), _fmt(a["sd"]), _fmt(a["min"]), _fmt(a["max"]),
+                      _delta(a["paired_delta_vs_base"]))
         console.print(t)
 
 
@@ -189,18 +238,21 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=7)
     if report["arms"]:
         ax = axes[0][1]
-        names = [a["arm"] for a in report["arms"]]
-        means = [a["mean"] for a in report["arms"]]
-        sds = [a["sd"] for a in report["arms"]]
-        ax.bar(names, means, yerr=sds, capsize=4, color="tab:blue", alpha=0.7)
-        for i, a in enumerate(report["arms"]):
-            ax.scatter([i] * len(a["scores"]), a["scores"], color="black", s=10, zorder=3)
-        if rounds_ and rounds_[0]["base_heldout"] is not None:
-            ax.axhline(rounds_[0]["base_heldout"], color="grey", linestyle="--", label="round-1 base")
-            ax.legend(fontsize=7)
-        ax.set_ylabel("held-out verifier score after one round")
-        ax.set_title("baseline arms (mean ± sd over seeds)")
-        ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+        base_mean = rounds_[0]["base_heldout"] if rounds_ else None
+        arms_ = [a for a in report["arms"] if a["paired_delta_vs_base"] is not None]
+        xs = list(range(len(arms_)))
+        ax.bar(xs, [a["paired_delta_vs_base"]["delta"] for a in arms_],
+               yerr=[a["paired_delta_vs_base"]["se"] for a in arms_], capsize=4, color="tab:blue", alpha=0.6,
+               label="mean over seeds (± paired se over prompts)")
+        if base_mean is not None:
+            for x, a in zip(xs, arms_):
+                ax.scatter([x] * len(a["scores"]), [v - base_mean for v in a["scores"]], color="black", s=12,
+                           zorder=3, label="one seed" if x == 0 else None)
+        ax.axhline(0.0, color="grey", linewidth=1)
+        ax.set_xticks(xs, [a["arm"] for a in arms_], fontsize=8)
+        ax.set_ylabel("held-out score − round-1 base (same prompts)")
+        ax.set_title("baseline arms, one round, same budget")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -214,12 +266,14 @@ def main() -> None:
     args = ap.parse_args()
     catalog = Catalog.open(args.catalog)
     scores = heldout_scores(catalog, args.judge)
+    by_prompt = per_prompt_scores(catalog, args.judge)
+    rounds_ = rounds(catalog, args.runs, scores, by_prompt)
     report = {
         "judge": args.judge,
         "heldout": scores,
         "models": models(catalog),
-        "rounds": rounds(catalog, args.runs, scores),
-        "arms": arms(catalog, scores),
+        "rounds": rounds_,
+        "arms": arms(catalog, scores, by_prompt, rounds_[0]["base"] if rounds_ else None),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2, default=str))

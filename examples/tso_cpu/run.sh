@@ -96,8 +96,14 @@ for r in $(seq 1 "$ROUNDS"); do
   step "round $r: build pairs" tso-data build -c "$CAT" --round "$r"
   # the same inputs give the same content-addressed snapshot: ask build again for its path
   snapshot=$(tso-data build -c "$CAT" --round "$r" --json | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["path"])')
-  have_model "$run/final" || step "round $r: fit $base on $snapshot" \
-    tso-train fit "$snapshot" --model "$(model_path "$base")" --out "$run" --seed "$SEED" $FIT_ARGS
+  # `final` points at the newest finished part, so completion is marked separately;
+  # a fit killed mid-way continues from its last part checkpoint with --resume
+  if [ ! -f "$run/.done" ]; then
+    resume=(); [ -f "$run/checkpoints/latest" ] && resume=(--resume)
+    step "round $r: fit $base on $snapshot" \
+      tso-train fit "$snapshot" --model "$(model_path "$base")" --out "$run" --seed "$SEED" $FIT_ARGS "${resume[@]}"
+    touch "$run/.done"
+  fi
   step "round $r: register the policy as $next" \
     tso-data models add "$next" -c "$CAT" --family arith --version "$((r + 2))" --size-b "$SIZE_S" --path "$run/final"
   step "round $r: $next answers the held-out prompts" tso-data generate -c "$CAT" --model "$next" --split heldout "${GREEDY[@]}"
