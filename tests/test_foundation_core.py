@@ -77,3 +77,20 @@ def test_shard_merge_is_idempotent_and_cleans_up(catalog: Catalog) -> None:
     write_shard(catalog, "failures", rows)
     assert merge_shards(catalog, "failures") == 0
     assert catalog.scalar("SELECT count(*) FROM failures") == 2
+
+
+def test_merge_removes_only_stale_temp_files(catalog: Catalog) -> None:
+    import os
+    import time
+
+    directory = catalog.shards_dir("failures")
+    directory.mkdir(parents=True)
+    stale = directory / ".abc.parquet.1234.tmp"
+    fresh = directory / ".def.parquet.5678.tmp"
+    stale.write_bytes(b"partial")
+    fresh.write_bytes(b"being written")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    merge_shards(catalog, "failures")
+    assert not stale.exists()
+    assert fresh.exists()  # a writer may still be renaming it into place

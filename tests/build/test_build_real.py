@@ -12,13 +12,14 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from catalog_rows import add_answers, add_judgments, add_models, add_prompts, add_responses, read_jsonl
+from catalog_rows import add_judgments, add_models, add_prompts, add_responses, read_jsonl
 from tso_data.build.config import load_round_config
 from tso_data.build.run import plan_round, write_round
 from tso_data.catalog import Catalog
 from tso_data.cli.main import cli
 
 INSTRUCT = ["davinci", "text-davinci-001", "text-davinci-002", "text-davinci-003"]
+FINE_TUNES = ["davinci-t0-ft", "davinci-superni-ft", "davinci-self-instruct", "davinci-self-instruct-and-superni-ft"]
 
 
 def _user(text: str) -> list[dict[str, str]]:
@@ -28,17 +29,23 @@ def _user(text: str) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def cross_version(shared_data: Path, tmp_path_factory) -> Catalog:
     """self_instruct_user_oriented: human answers + the GPT-3 line davinci < 001 < 002 < 003
-    (all 175B here). The base is a hypothetical small v3 policy (no answers, matrix pairs only),
-    so the positives are human + text-davinci-003 and the negatives the three older versions."""
+    (all 175B here), ingested with the ingest CLI. The base is a hypothetical small v3 policy
+    (no answers, matrix pairs only), so the positives are human + text-davinci-003 and the
+    negatives the three older versions; the davinci fine-tunes are another family."""
     d = shared_data / "self_instruct_user_oriented"
     catalog = Catalog.init(tmp_path_factory.mktemp("si") / "cat")
     add_models(catalog, [(m, "instructgpt", str(v), 175.0) for v, m in enumerate(INSTRUCT)])
-    add_models(catalog, [("policy-v3-7b", "instructgpt", "3", 7.0), ("davinci-self-instruct", "davinci-ft", "2", 175.0)])
-    prompts = read_jsonl(d / "prompts.jsonl")
-    text = {p["prompt_id"]: p["instruction"] + (f"\n\n{p['input']}" if p["input"] else "") for p in prompts}
-    pid = dict(zip(text, add_prompts(catalog, [(_user(t), "train") for t in text.values()], source="self_instruct")))
-    add_answers(catalog, [(pid[p["prompt_id"]], "human", [p["human_output"]]) for p in prompts])
-    add_responses(catalog, [(pid[r["prompt_id"]], r["model"], 0, [r["response"]]) for r in read_jsonl(d / "responses.jsonl")])
+    add_models(catalog, [("policy-v3-7b", "instructgpt", "3", 7.0)])
+    add_models(catalog, [(m, "davinci-ft", "1", 175.0) for m in FINE_TUNES])
+    # through the ingest CLI, as a user would
+    c = ["-c", str(catalog.root)]
+    for args in (
+        ["prompts", str(d / "prompts.jsonl"), "--set", "source=self_instruct"],
+        ["answers", str(d / "prompts.jsonl"), "--map", "turns=human_output", "--prompt-source", "self_instruct"],
+        ["responses", str(d / "responses.jsonl"), "--prompt-source", "self_instruct"],
+    ):
+        result = CliRunner().invoke(cli, ["ingest", *args, *c])
+        assert result.exit_code == 0, result.output
     (catalog.root / "round.toml").write_text('base_model = "policy-v3-7b"\n[mix]\nmatrix = 1\nbase = 0\n')
     return catalog
 

@@ -106,6 +106,7 @@ def test_backend_errors_are_stored_as_errors_and_retried(small_catalog, scripted
 
 def test_reparse_fixes_rows_without_calling_a_model(small_catalog, scripted, jh, monkeypatch) -> None:
     catalog, ids = small_catalog
+    jh.add_models(catalog, "j")
     scripted(["Verdict -> 7 points"])
     invoke("judge", "-c", str(catalog.root), "--judge", "j", "--model", "m-big", "--max-attempts", "1")
     assert [r["status"] for r in rows(catalog, "j")] == ["unparsed"]
@@ -196,8 +197,9 @@ def test_function_judge_failures_are_errors_with_messages(small_catalog, fn_modu
         (["--judge", "j"], "choose what to judge"),
         (["--judge", "j", "--model", "nobody"], "nothing to judge"),
         (["--judge", "j", "--where", "no_such_column = 1"], "--where 'no_such_column = 1'"),
-        (["--judge", "j", "--round", "1"], "no round configuration"),
+        (["--judge", "j", "--round", "1"], "field 'base_model': required"),
         (["--judge", "fn:json:dumps", "--model", "m-base", "--samples", "0"], "--samples must be >= 1"),
+        (["--judge", "gpt-4 (ingested)", "--reparse"], "not a registered judge model"),
     ],
 )
 def test_bad_judge_input_is_one_line_exit_2(small_catalog, args, message) -> None:
@@ -220,3 +222,15 @@ def test_round_resolves_the_base_model(small_catalog, scripted) -> None:
     backend = scripted(["Score: 5"])
     invoke("judge", "-c", str(catalog.root), "--judge", "j", "--round", "1")
     assert len(backend.requests) == 1 and [r["source"] for r in rows(catalog, "j")] == ["m-big"]
+
+
+def test_where_can_select_the_heldout_feedback_targets(small_catalog, fn_module, jh) -> None:
+    """The README's correction workflow judges exactly the answers with held-out feedback."""
+    catalog, ids = small_catalog
+    jh.add_feedback(catalog, ids["base1"][1], ids["p1"], 7, split="heldout")
+    jh.add_feedback(catalog, ids["base2"][2], ids["p2"], 3, split="heldout")
+    jh.add_feedback(catalog, ids["base1"][0], ids["p1"], 5, split="train")
+    heldout = "target_id IN (SELECT target_id FROM feedback WHERE split = 'heldout')"
+    invoke("judge", "-c", str(catalog.root), "--judge", f"fn:{fn_module}:length_score", "--where", heldout)
+    judged = {r["target_id"] for r in rows(catalog, f"fn:{fn_module}:length_score")}
+    assert judged == {ids["base1"][1], ids["base2"][2]}

@@ -30,31 +30,28 @@ def insert_judgments(catalog: Catalog, rows: list[dict]) -> None:
 
 
 @pytest.fixture()
-def vicuna_catalog(catalog: Catalog, shared_data, jh):
-    """Questions 1-2 of the Vicuna eval, every model's answer, and GPT-4's pairwise scores
-    parsed from the review texts (and checked against the file's score columns)."""
+def vicuna_catalog(catalog: Catalog, shared_data, tmp_path):
+    """Questions 1-2 of the Vicuna eval, every model's answer and GPT-4's pairwise scores,
+    loaded with `tso-data ingest` as a user would (files filtered to two questions in tmp)."""
     base = shared_data / "vicuna_eval_gpt4_review"
-    questions = {q["question_id"]: q for q in map(json.loads, open(base / "questions.jsonl")) if q["question_id"] <= 2}
-    prompt_ids = {qid: jh.add_prompt(catalog, [{"role": "user", "content": q["question"]}]) for qid, q in questions.items()}
-    targets = {}
-    for r in map(json.loads, open(base / "responses.jsonl")):
-        if r["question_id"] in questions:
-            targets[(r["question_id"], r["model"])] = jh.add_response(catalog, prompt_ids[r["question_id"]], r["model"], [r["text"]])
-    rows, seen = [], {}
-    for review in map(json.loads, open(base / "judgments.jsonl")):
-        qid = review["question_id"]
-        if qid not in questions:
-            continue
-        parsed = parse_pairwise(review["review_text"], 1, 10)
-        assert parsed.scores == (review["score_1"], review["score_2"])
-        for model, score in zip((review["model_1"], review["model_2"]), parsed.scores):
-            index = seen.get((qid, model), 0)
-            seen[(qid, model)] = index + 1
-            rows.append({"target_id": targets[(qid, model)], "prompt_id": prompt_ids[qid], "source": model,
-                         "judge": GPT4, "rubric": "overall", "key": review["source_file"], "sample_index": index,
-                         "score": score, "raw_text": review["review_text"]})
-    insert_judgments(catalog, rows)
-    return catalog, prompt_ids
+    c = ["-c", str(catalog.root)]
+    for m in map(json.loads, open(base / "models_raw.jsonl")):
+        invoke("models", "add", m["model_id"], "--family", m["model_name"].split("-")[0], "--version", "1",
+               "--size-b", "13", *c)
+    for name in ("questions.jsonl", "responses.jsonl", "judgments.jsonl"):
+        rows = [line for line in open(base / name) if json.loads(line)["question_id"] <= 2]
+        (tmp_path / name).write_text("".join(rows))
+    invoke("ingest", "prompts", str(tmp_path / "questions.jsonl"), "--set", "source=vicuna_eval", *c)
+    invoke("ingest", "responses", str(tmp_path / "responses.jsonl"), "--map", "turns=text", "--prompt-source", "vicuna_eval", *c)
+    invoke("ingest", "judgments", str(tmp_path / "judgments.jsonl"), "--prompt-source", "vicuna_eval",
+           "--map", "model=model_1,model_2", "--map", "score=score_1,score_2", *c)
+    return catalog
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
 
 
 def scores_json(catalog: Catalog, *args: str) -> dict:
@@ -62,20 +59,40 @@ def scores_json(catalog: Catalog, *args: str) -> dict:
     return json.loads(result.output)
 
 
+def test_ingested_gpt4_scores_match_their_review_texts(vicuna_catalog, shared_data) -> None:
+    """Every ingested score is what the pairwise parser reads from the stored review text."""
+    stored = {
+        (r["raw_text"], r["source"]): r["score"]
+        for r in vicuna_catalog.arrow("SELECT raw_text, source, score, status FROM judgments WHERE status = 'ok'").to_pylist()
+    }
+    reviews = [r for r in map(json.loads, open(shared_data / "vicuna_eval_gpt4_review" / "judgments.jsonl"))
+               if r["question_id"] <= 2]
+    assert len(stored) == 2 * len(reviews) == 52
+    for review in reviews:
+        first, second = parse_pairwise(review["review_text"], 1, 10).scores
+        assert stored[(review["review_text"], review["model_1"])] == first
+        assert stored[(review["review_text"], review["model_2"])] == second
+
+
 def test_tau_on_gpt4_scores_by_hand(vicuna_catalog) -> None:
-    catalog, prompt_ids = vicuna_catalog
+    catalog = vicuna_catalog
     # alpaca-13b's GPT-4 scores (judgments.jsonl): q1 8, 8, 8, 8 -> 8.0; q2 7, 8, 9, 9 -> 8.25
     report = scores_json(catalog, "--base", "alpaca-13b:v1")
     assert report["judge"] == GPT4
-    assert report["tau"] == {"mode": "mean", "value": pytest.approx(8.125), "n_base": 2}
+    assert report["tau"] == {"mode": "global-mean", "value": pytest.approx(8.125), "n_base": 2}
     by_source = {d["source"]: d for d in report["distribution"]}
     # vicuna-13b clean-lang: q1 9, 8.5, 8.5, 8 -> 8.5; q2 9, 9, 9, 8 -> 8.75
     assert by_source["vicuna-13b:20230322-clean-lang"]["mean"] == pytest.approx(8.625)
     assert by_source["llama-13b:v1"]["n"] == 2 and by_source["llama-13b:v1"]["mean"] == pytest.approx(9.0)
-    per_prompt = scores_json(catalog, "--base", "alpaca-13b:v1", "--tau-mode", "per-prompt")
-    assert per_prompt["tau"]["value"] == pytest.approx(8.125)
+    per_prompt = scores_json(catalog, "--base", "alpaca-13b:v1", "--tau-mode", "prompt-mean")
+    assert per_prompt["tau"]["value"] is None
+    assert sorted(t["tau"] for t in per_prompt["tau_per_prompt"]) == pytest.approx([8.0, 8.25])
     fixed = scores_json(catalog, "--base", "alpaca-13b:v1", "--tau-mode", "fixed", "--tau-value", "7")
     assert fixed["tau"]["value"] == 7.0
+    # --round reads round.toml exactly as `tso-data build` does (base model, τ mode, split)
+    catalog.round_config_path.write_text('base_model = "llama-13b:v1"\n[round.2]\nbase_model = "alpaca-13b:v1"\n')
+    assert scores_json(catalog, "--round", "2")["tau"]["value"] == pytest.approx(8.125)
+    assert scores_json(catalog, "--round", "1")["tau"]["value"] == pytest.approx(9.0)  # llama: 9 in every review
 
 
 def test_weights_failed_judgments_and_per_prompt_shape(small_catalog, jh, tmp_path) -> None:

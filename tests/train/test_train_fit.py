@@ -150,3 +150,16 @@ def test_nan_loss_stops_with_last_checkpoint_intact(tmp_path, hh_snapshot, hh_mo
         run_fit(tmp_path, hh_snapshot, broken, "nan", loss="dpo", parts=1, epochs=1, global_batch=16, micro_batch=8)
     assert not (tmp_path / "nan" / "checkpoints").exists()
     assert (Path(summary["out"]) / "checkpoints" / "latest").is_file()
+
+
+@pytest.mark.slow
+def test_bf16_zero2_offload_and_gradient_checkpointing_run_on_cpu(tmp_path, hh_snapshot, hh_model_dir):
+    """bf16 kernels and offload are GPU features; on CPU we check they run and start at a reset."""
+    rows, summary = run_fit(tmp_path, hh_snapshot, hh_model_dir, "bf16", loss="dpo", parts=1, epochs=1, global_batch=16,
+                            micro_batch=8, bf16=True, zero=2, offload=True, gradient_checkpointing=True)
+    assert len(rows) == 3
+    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=2e-3)  # bf16 rounding
+    assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows)
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(Path(summary["out"]) / "final").dtype == torch.bfloat16

@@ -79,34 +79,35 @@ def aggregate_scores(
     >>> aggregate_scores(j.filter(pl.col("rubric") == "logic")).sort("target_id").rows()
     [('r1', 7.0, 2), ('r2', 9.0, 1), ('r3', 5.0, 1)]
     """
-    ok = select_judge(judgments, judge).filter(pl.col("status") == "ok")
-    ok = ok.filter(pl.col("score").is_not_null())
-    rubrics = sorted(ok.get_column("rubric").unique().to_list())
+    ok = (
+        select_judge(judgments, judge)
+        .lazy()
+        .filter((pl.col("status") == "ok") & pl.col("score").is_not_null())
+    )
+    rubrics = (
+        []
+        if rubric_weights
+        else sorted(ok.select(pl.col("rubric").unique()).collect().get_column("rubric").to_list())
+    )
     weights = _rubric_weights(rubrics, rubric_weights)
     active = {r: w for r, w in weights.items() if w != 0}
-    per_rubric = (
+    total_w = float(sum(active.values()))
+    # one lazy plan: Polars fuses the filters and runs both group-bys without materialising
+    return (
         ok.filter(pl.col("rubric").is_in(list(active)))
         .group_by("target_id", "rubric")
         .agg(pl.col("score").mean().alias("rubric_score"), pl.len().alias("n"))
-        .with_columns(
-            pl.col("rubric").replace_strict(active, return_dtype=pl.Float64).alias("w")
-        )
-    )
-    total_w = float(sum(active.values()))
-    return (
-        per_rubric.group_by("target_id")
+        .with_columns(pl.col("rubric").replace_strict(active, return_dtype=pl.Float64).alias("w"))
+        .group_by("target_id")
         .agg(
             (pl.col("rubric_score") * pl.col("w")).sum().alias("weighted"),
             pl.col("rubric").n_unique().alias("n_rubrics"),
             pl.col("n").sum().cast(pl.Int64).alias("n_judgments"),
         )
         .filter(pl.col("n_rubrics") == len(active))
-        .select(
-            "target_id",
-            (pl.col("weighted") / total_w).alias("score"),
-            "n_judgments",
-        )
+        .select("target_id", (pl.col("weighted") / total_w).alias("score"), "n_judgments")
         .sort("target_id")
+        .collect()
     )
 
 

@@ -11,6 +11,7 @@ nothing new): the catalog stays consistent and at most the unflushed batch is lo
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -56,6 +57,26 @@ def pending_shards(catalog: Catalog, table_name: str) -> list[Path]:
     return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
 
 
+# A shard write takes seconds; a temp file this old belongs to a writer that was killed.
+STALE_TEMP_AGE_S = 3600.0
+
+
+def remove_stale_temp_files(directory: Path, older_than_s: float = STALE_TEMP_AGE_S) -> int:
+    """Delete temp files left by writers killed mid-write; returns how many were removed."""
+    if not directory.is_dir():
+        return 0
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for tmp in directory.glob(".*.tmp"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # another merger removed it first
+            continue
+    return removed
+
+
 def merge_shards(catalog: Catalog, table_name: str, replace: bool = False) -> int:
     """Merge every pending shard of ``table_name`` into the table; returns rows added.
 
@@ -63,6 +84,7 @@ def merge_shards(catalog: Catalog, table_name: str, replace: bool = False) -> in
     ``replace=True`` lets shard rows replace rows with the same key (judgment retries).
     Within the shards, the last-written row for a key wins.
     """
+    remove_stale_temp_files(catalog.shards_dir(table_name))
     shards = pending_shards(catalog, table_name)
     if not shards:
         return 0

@@ -131,6 +131,13 @@ def plan_part(part_size: int, cfg: FitConfig, ranks: int, part: int) -> PartPlan
     return PartPlan(gb, spe, total, int(math.ceil(cfg.warmup_ratio * total)))
 
 
+def replace_global_batch(plan: PartPlan, part_size: int, global_batch: int, cfg: FitConfig) -> PartPlan:
+    if plan.global_batch == global_batch:
+        return plan
+    spe = part_size // global_batch
+    return PartPlan(global_batch, spe, spe * cfg.epochs, int(math.ceil(cfg.warmup_ratio * spe * cfg.epochs)))
+
+
 def epoch_order(part_indices: np.ndarray, seed: int, part: int, epoch: int) -> np.ndarray:
     return part_indices[np.random.default_rng([seed, part, epoch]).permutation(len(part_indices))]
 
@@ -209,23 +216,12 @@ def fit(cfg: FitConfig, progress=None) -> dict:
         deepspeed_config=cfg.deepspeed_config,
     )
     fingerprint = _fingerprint(cfg, len(pairs), snapshot.snapshot_id)
-    engines = {}  # one engine per distinct global batch (a clamped part needs other accumulation)
-
-    def engine_for(gb: int):
-        if gb not in engines:
-            if engines:  # rebuild with the same weights: only happens for clamped tiny parts
-                raise TSOTrainError("parts of different clamped global batch sizes are not supported")
-            engines[gb] = initialize(SequenceLogps(lm), EngineOptions(**{**asdict(opts), "global_batch": gb}),
-                                     weight_decay_module=lm)
-        return engines[gb]
-
-    gb0 = plans[0].global_batch
-    if any(p.global_batch != gb0 for p in plans):
-        # sizes differ by at most one pair, so a clamp can differ by one micro-batch unit: use the smallest
-        gb0 = min(p.global_batch for p in plans)
-        plans = [PartPlan(gb0, len(part) // gb0, (len(part) // gb0) * cfg.epochs,
-                          int(math.ceil(cfg.warmup_ratio * (len(part) // gb0) * cfg.epochs))) for part in parts]
-    engine = engine_for(gb0)
+    # A clamped global batch (tiny parts) is the same for every part: parts differ by at most one
+    # pair, so take the smallest plan's batch and re-plan the others with it.
+    gb0 = min(p.global_batch for p in plans)
+    plans = [replace_global_batch(p, len(part), gb0, cfg) for p, part in zip(plans, parts)]
+    engine = initialize(SequenceLogps(lm), EngineOptions(**{**asdict(opts), "global_batch": gb0}),
+                        weight_decay_module=lm)
     gas = gb0 // (cfg.micro_batch * world_size())
 
     out.mkdir(parents=True, exist_ok=True)
@@ -254,13 +250,15 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     global_step = start["global_step"]
     device = _device(engine)
     last_row: dict = {}
+    train_seconds = 0.0  # reference passes + optimiser steps (not start-up, encoding or saving)
     for part in range(start["part"], cfg.parts):
+        t_part = time.perf_counter()
         plan = plans[part]
         resuming_here = part == start["part"] and start["ref"] is not None
         if resuming_here:
             ref = torch.as_tensor(start["ref"], dtype=torch.float64)
         else:
-            ref = reference_logps(engine, pairs, parts[part], cfg.micro_batch * 2, pad_id, len(pairs))
+            ref = reference_logps(engine, pairs, parts[part], cfg.micro_batch, pad_id, len(pairs))
         first_epoch = start["epoch"] if part == start["part"] else 0
         for epoch in range(first_epoch, cfg.epochs):
             order = epoch_order(parts[part], cfg.seed, part, epoch)
@@ -319,6 +317,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
                         "fingerprint": fingerprint, "part": next_pos[0], "epoch": next_pos[1], "step": next_pos[2],
                         "global_step": global_step, "ref": ref,
                     })
+        train_seconds += time.perf_counter() - t_part
         name = f"part-{part + 1}"
         ckpt.save_hf_policy(engine, lm, tokenizer, out, name, cfg.zero)
         ckpt.save_engine_state(engine, out, f"step-{global_step}", {
@@ -328,7 +327,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
         ckpt.point_final(out, name)
     if progress is not None:
         progress.stop()
-    return {"out": str(out), "steps": global_step, "last": last_row, "n_pairs": len(pairs),
+    return {"out": str(out), "steps": global_step, "last": last_row, "n_pairs": len(pairs), "train_seconds": train_seconds,
             "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped}
 
 

@@ -1,22 +1,32 @@
-"""A rich progress bar with a live line of metrics (rank 0 only)."""
+"""A rich progress bar with a live line of metrics under it (rank 0 only)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from tso_train.engine import rank
 from tso_train.metrics import live_line
+
+
+class _ProgressWithMetrics(Progress):
+    metrics_line: str = ""
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        if self.metrics_line:
+            yield Text(self.metrics_line, style="dim")
 
 
 class RichProgress:
     def __init__(self, description: str = "fit", console: Console | None = None) -> None:
         self.enabled = rank() == 0
         self.description = description
-        self.progress = Progress(
+        self.progress = _ProgressWithMetrics(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
-            console=console or Console(stderr=True), transient=False,
+            TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console or Console(stderr=True),
         )
         self.task = None
 
@@ -24,12 +34,13 @@ class RichProgress:
         if not self.enabled:
             return
         self.progress.start()
-        self.task = self.progress.add_task(self.description, total=total, completed=done, metrics="")
+        self.task = self.progress.add_task(self.description, total=total, completed=done)
 
     def update(self, row: dict) -> None:
         if self.enabled and self.task is not None:
             desc = f"{self.description} part {row['part']}" if "part" in row else self.description
-            self.progress.update(self.task, advance=1, description=desc, metrics=live_line(row))
+            self.progress.metrics_line = live_line(row)
+            self.progress.update(self.task, advance=1, description=desc)
 
     def stop(self) -> None:
         if self.enabled and self.task is not None:

@@ -32,18 +32,32 @@ class RoundBuild:
     path: Path | None = None
     created: bool = False
     lengths: dict[str, float] = field(default_factory=dict)
+    cells: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_inputs(catalog: Catalog, config: RoundConfig) -> tuple[BuildInputs, pl.DataFrame, dict[str, Any]]:
-    """Read the tables the build needs as Polars frames, plus the input fingerprints."""
+def load_models(catalog: Catalog) -> pl.DataFrame:
+    return pl.from_arrow(  # type: ignore[return-value]
+        catalog.arrow("SELECT name, kind, family, version, version_order, size_b FROM models")
+    )
+
+
+def load_inputs(
+    catalog: Catalog, config: RoundConfig, sources: list[str]
+) -> tuple[BuildInputs, dict[str, int], dict[str, Any]]:
+    """Read what the build needs as Polars frames: the split's prompts, the answers and
+    responses of ``sources`` only, the judgments; plus answer counts per source (for the
+    plan) and the input fingerprints."""
     with catalog.connect(read_only=True) as con:
         def frame(sql: str, params: list[object] | None = None) -> pl.DataFrame:
             return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())  # type: ignore[return-value]
 
-        models = frame("SELECT name, kind, family, version, version_order, size_b FROM models")
         prompts = frame("SELECT prompt_id, messages, n_turns, split FROM prompts WHERE split = ?", [config.split])
-        answers = frame("SELECT answer_id, prompt_id, source, turns FROM answers")
-        responses = frame("SELECT response_id, prompt_id, model, turns FROM responses")
+        answers = frame("SELECT answer_id, prompt_id, source, turns FROM answers WHERE list_contains(?, source)", [sources])
+        responses = frame("SELECT response_id, prompt_id, model, turns FROM responses WHERE list_contains(?, model)", [sources])
+        counts = dict(con.sql(
+            "SELECT model, count(*) FROM responses GROUP BY model UNION ALL "
+            "SELECT source, count(*) FROM answers GROUP BY source"
+        ).fetchall())
         judgments = frame(
             "SELECT judgment_id, target_id, judge, rubric, status, score FROM judgments"
         )
@@ -60,9 +74,9 @@ def load_inputs(catalog: Catalog, config: RoundConfig) -> tuple[BuildInputs, pl.
         "answers": fingerprint_ids(answers["answer_id"]),
         "responses": fingerprint_ids(responses["response_id"]),
         "judgments_used": fingerprint_ids(used["judgment_id"]),
-        "models": fingerprint_ids(models["name"]),
     }
-    return BuildInputs(prompts=prompts, answers=answers, responses=responses, scores=scores), models, fingerprint
+    inputs = BuildInputs(prompts=prompts, answers=answers, responses=responses, scores=scores)
+    return inputs, {str(k): int(v) for k, v in counts.items()}, fingerprint
 
 
 def fingerprint_ids(ids: pl.Series) -> str:
@@ -90,10 +104,14 @@ def fingerprint_ids(ids: pl.Series) -> str:
 
 
 def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
-    inputs, models, fingerprint = load_inputs(catalog, config)
+    models = load_models(catalog)
     pools = resolve_pools(config, models)
+    sources = sorted(set(pools.positive) | set(pools.negative) | {pools.base_model})
+    inputs, counts, fingerprint = load_inputs(catalog, config, sources)
+    fingerprint["models"] = fingerprint_ids(models["name"])
     result = build_pairs(inputs, config, pools)
     build = RoundBuild(config=config, pools=pools, result=result, inputs_fingerprint=fingerprint)
+    build.cells = matrix_cells(models, counts, pools)
     build.lengths = length_stats(result.pairs)
     c, r = build.lengths.get("chosen_chars", 0.0), build.lengths.get("rejected_chars", 0.0)
     if c and r and not (1 / LENGTH_IMBALANCE <= c / r <= LENGTH_IMBALANCE):
@@ -102,6 +120,28 @@ def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
             "(a model may learn length instead of quality)"
         )
     return build
+
+
+def matrix_cells(models: pl.DataFrame, counts: dict[str, int], pools: ResolvedPools) -> list[dict[str, Any]]:
+    """Every cell of the base model's family (and every pool source) with its role and
+    number of answers in the catalog: the pool membership the dry-run shows."""
+    rows = []
+    for m in models.sort("family", "size_b", "version_order", "name", nulls_last=True).to_dicts():
+        name = m["name"]
+        in_family = m["kind"] == "model" and m["family"] == pools.base_family and pools.base_family is not None
+        if not (in_family or name in pools.positive or name in pools.negative):
+            continue
+        if name == pools.base_model:
+            role = "base"
+        elif name in pools.positive:
+            role = f"positive ({pools.positive[name]:.3f})"
+        elif name in pools.negative:
+            role = f"negative ({pools.negative[name]:.3f})"
+        else:
+            role = "not in a pool"
+        rows.append({"source": name, "family": m["family"], "version": m["version"], "size_b": m["size_b"],
+                     "role": role, "responses": int(counts.get(name, 0))})
+    return rows
 
 
 def length_stats(pairs: pl.DataFrame) -> dict[str, float]:

@@ -10,6 +10,7 @@ Single-turn: ``chosen`` = [assistant].
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import duckdb
@@ -40,7 +41,7 @@ SNAPSHOT_SCHEMA = pa.schema([
 WRITER_OPTIONS: dict[str, object] = {
     "compression": "zstd",
     "compression_level": 3,
-    "use_dictionary": True,
+    "use_dictionary": ["kind", "chosen_source", "rejected_source"],  # low-cardinality columns only
     "write_statistics": True,
     "row_group_size": 65_536,
     "data_page_size": 1 << 20,
@@ -76,7 +77,13 @@ def split_conversation(messages: list[dict[str, str]], n_turns: int, turns: list
 def to_conversations(pairs: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
     """Add ``prompt``, ``chosen``, ``rejected`` message lists to the pairs of
     :func:`tso_data.build.pairs.build_pairs` (vectorised for single-turn prompts)."""
-    joined = pairs.join(prompts.select("prompt_id", "messages", pl.col("n_turns").cast(pl.Int64)), on="prompt_id", how="left")
+    # join on the slim key, then gather the messages (moving list columns through a join is slow)
+    index = prompts.select("prompt_id", pl.col("n_turns").cast(pl.Int64)).with_row_index("_pi")
+    joined = pairs.join(index, on="prompt_id", how="left", maintain_order="left")
+    messages = prompts.get_column("messages")
+    if messages.n_chunks() > 1:
+        messages = messages.rechunk()
+    joined = joined.with_columns(messages=messages.gather(joined["_pi"])).drop("_pi")
     single = joined.filter(pl.col("n_turns") == 1)
 
     def assistant(col: str) -> pl.Expr:
@@ -113,7 +120,8 @@ def with_pair_ids(conv: pl.DataFrame) -> pl.DataFrame:
     """pair_id = content hash of (kind, prompt, chosen answer id, rejected answer id),
     computed inside DuckDB with the same function as :mod:`tso_data.ids`."""
     expr = sql_hash("pair", "kind", "prompt_id", "chosen_id", "rejected_id")
-    ids = duckdb.sql(f"SELECT {expr} AS pair_id FROM conv").pl()
+    keys = conv.select("kind", "prompt_id", "chosen_id", "rejected_id").to_arrow()  # noqa: F841 (read by duckdb)
+    ids = duckdb.sql(f"SELECT {expr} AS pair_id FROM keys").pl()
     return conv.with_columns(pair_id=ids["pair_id"])
 
 
@@ -125,19 +133,24 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
     >>> snapshot_digest(df, "{}") == snapshot_digest(df.reverse(), "{}")
     True
     """
-    view = conv.select("pair_id", "chosen_score", "rejected_score")  # noqa: F841 (read by duckdb)
-    digest = duckdb.sql(
-        "SELECT coalesce(sha256(string_agg(concat_ws(',', pair_id, coalesce(CAST(chosen_score AS VARCHAR), ''), "
-        "coalesce(CAST(rejected_score AS VARCHAR), '')), chr(10) ORDER BY pair_id)), '') FROM view"
-    ).fetchall()[0][0]
+    lines = conv.sort("pair_id").select(
+        pl.concat_str(
+            pl.col("pair_id"),
+            pl.col("chosen_score").cast(pl.String).fill_null(""),
+            pl.col("rejected_score").cast(pl.String).fill_null(""),
+            separator=",",
+        ).str.join("\n")
+    ).item()
+    digest = hashlib.sha256(lines.encode("utf-8")).hexdigest()
     return content_hash("snapshot", SCHEMA_VERSION, config_json, digest)
 
 
 def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -> tuple[pa.Table, str]:
     """The snapshot's Arrow table (rows sorted by pair_id, exact §4 schema, metadata) and its id."""
-    conv = with_pair_ids(conv).sort("pair_id")
+    conv = with_pair_ids(conv)
+    conv = conv[conv.get_column("pair_id").arg_sort()]  # one gather in pair_id order
     config_json = canonical_json(config)
-    snapshot_id = snapshot_digest(conv, config_json)
+    snapshot_id = snapshot_digest(conv.select("pair_id", "chosen_score", "rejected_score"), config_json)
     frame = conv.select(
         "prompt", "chosen", "rejected", "pair_id", "prompt_id", "kind", "chosen_source", "rejected_source",
         "chosen_score", "rejected_score", pl.lit(round_, dtype=pl.Int32).alias("round"),

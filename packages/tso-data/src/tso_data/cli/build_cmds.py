@@ -145,6 +145,7 @@ def _report(build: RoundBuild, dry_run: bool) -> dict[str, Any]:
         "tau_mode": build.config.tau_mode,
         "pools": {"positive": build.pools.positive, "negative": build.pools.negative},
         "membership": build.pools.membership,
+        "cells": build.cells,
         "requested": r.requested,
         "available": r.available,
         "pairs": r.counts,
@@ -163,6 +164,13 @@ def _fmt(v: float | None, spec: str = ".3f") -> str:
 def _print_report(console: Console, build: RoundBuild, rep: dict[str, Any], dry_run: bool) -> None:
     title = f"round {rep['round']} — base {rep['base_model']}"
     console.print(f"[bold]{'plan' if dry_run else 'built'}: {title}[/]")
+    if dry_run and rep["cells"]:
+        cells = Table(title="model matrix (base family) and pool membership")
+        for col in ("source", "version", "size (B)", "role (weight)", "responses"):
+            cells.add_column(col, justify="right" if col in ("size (B)", "responses") else "left")
+        for c in rep["cells"]:
+            cells.add_row(c["source"], str(c["version"] or "–"), _fmt(c["size_b"], "g"), c["role"], str(c["responses"]))
+        console.print(cells)
     pools = Table(title="pools (weights renormalised per prompt over sources with an answer)")
     for col in ("pool", "source", "weight", "answers", "scored", "mean score", "Δ vs base"):
         pools.add_column(col, justify="right" if col not in ("pool", "source") else "left")

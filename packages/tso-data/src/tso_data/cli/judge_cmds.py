@@ -42,18 +42,12 @@ def _progress(console: Console) -> Progress:
 
 
 def _model_backend(catalog: Catalog, judge: str, backend_name: str | None):
-    """The generation backend that runs judge model ``judge`` (a `models` row)."""
+    """The generation backend that runs judge model ``judge`` (a `models` row), and its version."""
+    from tso_data.generate.factory import BackendOptions, get_backend
     from tso_data.matrix import get_model
 
     info = get_model(catalog, judge)
-    try:
-        from tso_data.generate import get_backend  # lands with the generation backends
-    except ImportError:
-        raise TSODataError(
-            "model judges need the generation backends (tso_data.generate.get_backend), which this "
-            "installation lacks; function judges (--judge fn:module:function) work without them"
-        ) from None
-    return get_backend(info, backend=backend_name), info.version
+    return get_backend(info, BackendOptions(backend=backend_name)), info.version
 
 
 @click.command("judge")
@@ -103,12 +97,19 @@ def judge_cmd(
       tso-data judge --judge judge-7b --reparse          # after a parser change, no model calls
     """
     from tso_data.judge import run as judge_run
-    from tso_data.judge.targets import round_base_model, select_targets
+    from tso_data.judge.targets import select_targets
 
     console = Console(stderr=as_json)
     catalog = Catalog.open(catalog_path)
     dirs = rubric_dirs(catalog.root, [Path(d) for d in rubrics_dirs])
     if reparse:
+        from tso_data.matrix import find_model
+
+        if judge.startswith(judge_run.FUNCTION_PREFIX) or find_model(catalog, judge) is None:
+            raise TSODataError(
+                f"--reparse: {judge!r} is not a registered judge model; only texts written by "
+                "`tso-data judge` with a model are re-parsed (function judges and ingested scores keep their values)"
+            )
         names = [r.name for r in resolve_rubrics(rubric_names, dirs)] if rubric_names else []
         transitions = judge_run.reparse(catalog, judge=judge, rubrics=names)
         if as_json:
@@ -125,7 +126,9 @@ def judge_cmd(
     if source is None and where is None and round_ is None:
         raise TSODataError("choose what to judge: --model SOURCE, --round R and/or --where SQL")
     if source is None and round_ is not None:
-        source = round_base_model(catalog, round_)
+        from tso_data.build.config import load_round_config
+
+        source = load_round_config(catalog.round_config_path, round_).base_model
     targets = select_targets(catalog, source=source, where=where, reference_source=reference_source)
     if targets.num_rows == 0:
         raise TSODataError(f"nothing to judge: no answers match (source={source!r}, where={where!r})")
@@ -133,27 +136,24 @@ def judge_cmd(
     items = judge_run.plan_items(
         catalog, targets, rubrics, judge, samples=samples, max_attempts=max_attempts, summary=summary
     )
-    with _progress(console) as progress:
-        task = progress.add_task(f"judging with {judge}", total=len(items))
-
-        def tick() -> None:
-            progress.advance(task)
-
-        if judge.startswith(judge_run.FUNCTION_PREFIX):
-            func, version = judge_run.load_function_judge(judge)
+    if judge.startswith(judge_run.FUNCTION_PREFIX):
+        func, version = judge_run.load_function_judge(judge)
+        with _progress(console) as progress:
+            task = progress.add_task(f"judging with {judge}", total=len(items))
             judge_run.run_function_judge(
-                catalog, items, func, judge=judge, judge_version=version, summary=summary, on_result=tick
+                catalog, items, func, judge=judge, judge_version=version, summary=summary,
+                on_result=lambda: progress.advance(task),
             )
-        elif items:
-            backend, version = _model_backend(catalog, judge, backend_name)
-            try:
-                judge_run.run_model_judge(
-                    catalog, items, backend, judge=judge, judge_version=version,
-                    params=SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
-                    max_attempts=max_attempts, summary=summary, on_result=tick,
-                )
-            finally:
-                backend.close()
+    elif items:
+        backend, version = _model_backend(catalog, judge, backend_name)
+        try:
+            judge_run.run_model_judge(
+                catalog, items, backend, judge=judge, judge_version=version,
+                params=SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
+                max_attempts=max_attempts, summary=summary, progress=not as_json,
+            )
+        finally:
+            backend.close()
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
         return
@@ -183,42 +183,43 @@ def _print_summary(console: Console, summary, max_attempts: int) -> None:
 
 @click.command("scores")
 @catalog_option
-@click.option("--round", "round_", type=int, default=None, help="Round whose base model defines τ (round.toml).")
+@click.option("--round", "round_", type=int, default=None,
+              help="Use round R's configuration (round.toml): base model, judge, rubric weights, τ mode, split.")
 @click.option("--base", default=None, help="Base model (overrides the round's).")
-@click.option("--judge", default=None, help="Judge whose scores to use (default: the only one).")
+@click.option("--judge", default=None, help="Judge whose scores count (default: the round's, or the only one).")
 @rubric_option
 @click.option("--weight", "weights", multiple=True, metavar="RUBRIC=W",
-              help="Weight of a rubric in the per-answer mean (repeatable; default equal weights).")
-@click.option("--tau-mode", type=click.Choice(["mean", "per-prompt", "fixed"]), default="mean", show_default=True)
+              help="Weight of a rubric in the per-answer mean (repeatable; default: the round's, else equal).")
+@click.option("--tau-mode", type=click.Choice(["global-mean", "prompt-mean", "fixed"]), default=None,
+              help="τ: mean of all base scores (default), per-prompt mean, or --tau-value.")
 @click.option("--tau-value", type=float, default=None, help="τ for --tau-mode fixed.")
-@click.option("--min-samples", default=3, show_default=True, help="Scored samples a prompt needs for skewness/kurtosis.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG: scores per source, per-prompt skewness vs kurtosis.")
+@click.option("--split", default=None, help="Only prompts of this split (default: the round's split; all prompts without --round).")
+@click.option("--min-samples", default=3, show_default=True, help="Scored base answers a prompt needs for skewness/kurtosis.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG: mean score per source with τ; per-prompt skewness vs kurtosis.")
 @json_option
 def scores_cmd(
     catalog_path: str, round_: int | None, base: str | None, judge: str | None, rubric_names: tuple[str, ...],
-    weights: tuple[str, ...], tau_mode: str, tau_value: float | None, min_samples: int, plot: str | None, as_json: bool,
+    weights: tuple[str, ...], tau_mode: str | None, tau_value: float | None, split: str | None,
+    min_samples: int, plot: str | None, as_json: bool,
 ) -> None:
     """τ, score distribution per source and per-prompt score shape (paper Figure 5).
 
-    Per answer: mean over the judge's ok samples per rubric, then the weighted mean over
-    rubrics. τ = mean score of the base model's answers (answers above τ become positives,
-    the rest negatives). Failed judgments never count.
+    Per answer: the mean of the judge's ok judgments per rubric, then the weighted mean over
+    rubrics (an answer missing a weighted rubric has no score) — the aggregation
+    `tso-data build` uses, so this τ is the one the round's pairs are split with. Base
+    answers above τ become positives, the rest negatives. Failed judgments never count.
 
     \b
     Examples:
       tso-data scores --round 1
       tso-data scores --base acme-v1-7b --judge judge-7b --weight factuality=2 --plot scores.png
-      tso-data scores --round 1 --tau-mode per-prompt --json
+      tso-data scores --round 1 --tau-mode prompt-mean --json
     """
-    from tso_data.judge.scores import default_judge, plot_report, score_report
-    from tso_data.judge.targets import round_base_model
+    from tso_data.judge.scores import load_judgments, load_split_prompts, load_targets, plot_report, score_report
 
     console = Console()
     catalog = Catalog.open(catalog_path)
-    if base is None:
-        if round_ is None:
-            raise TSODataError("name the base model: --base MODEL or --round R")
-        base = round_base_model(catalog, round_)
     parsed_weights: dict[str, float] = {}
     for item in weights:
         name, _, value = item.partition("=")
@@ -226,36 +227,63 @@ def scores_cmd(
             parsed_weights[name.strip()] = float(value)
         except ValueError:
             raise TSODataError(f"--weight {item!r}: expected RUBRIC=NUMBER, e.g. factuality=2") from None
+    if round_ is not None:
+        from tso_data.build.config import load_round_config
+
+        overrides: dict[str, object] = {}
+        if base is not None:
+            overrides["base_model"] = base
+        if judge is not None:
+            overrides["judge"] = judge
+        if parsed_weights:
+            overrides["rubric_weights"] = parsed_weights
+        if tau_mode is not None or tau_value is not None:
+            overrides["tau"] = {k: v for k, v in (("mode", tau_mode), ("value", tau_value)) if v is not None}
+        if split is not None:
+            overrides["split"] = split
+        config = load_round_config(catalog.round_config_path, round_, overrides)
+        base, judge, split = config.base_model, config.judge, config.split
+        tau_mode, tau_value, rubric_weights = config.tau_mode, config.tau_value, config.rubric_weights or None
+    else:
+        if base is None:
+            raise TSODataError("name the base model: --base MODEL or --round R")
+        rubric_weights = parsed_weights or None
     report = score_report(
-        catalog, judge=judge or default_judge(catalog), base=base, tau_mode=tau_mode, tau_value=tau_value,
-        weights=parsed_weights or None, rubrics=rubric_names, min_samples=min_samples,
+        load_judgments(catalog), base=base, judge=judge, tau_mode=tau_mode or "global-mean", tau_value=tau_value,
+        rubric_weights=rubric_weights, rubrics=rubric_names, min_samples=min_samples,
+        prompts=load_split_prompts(catalog, split) if split is not None else None, targets=load_targets(catalog),
     )
     if plot:
         plot_report(report, Path(plot))
     if as_json:
         click.echo(json.dumps(report.as_dict(), default=str))
         return
-    console.print(
-        f"judge [bold]{report.judge}[/], base [bold]{report.base}[/]: "
-        f"τ = [bold]{_fmt(report.tau.value, 4)}[/] ({report.tau.mode}, over {report.tau.n_base} base answers)"
-    )
-    table = Table(title="score per source")
-    for col in ("source", "n", "mean", "std", "min", "p10", "median", "p90", "max"):
+    if report.tau is not None:
+        console.print(f"base [bold]{report.base}[/]: τ = [bold]{_fmt(report.tau, 4)}[/] "
+                      f"({report.tau_mode}, over {report.n_base} scored base answers)")
+    else:
+        taus = report.tau_per_prompt.get_column("tau")
+        console.print(f"base [bold]{report.base}[/]: τ per prompt ({report.tau_per_prompt.height} prompts, "
+                      f"min {_fmt(taus.min())}, median {_fmt(taus.median())}, max {_fmt(taus.max())}; "
+                      f"{report.n_base} scored base answers)")
+    table = Table(title=f"score per source{f' (judge {report.judge})' if report.judge else ''}")
+    columns = ("source", "n", "mean", "std", "min", "p10", "median", "p90", "max")
+    for col in columns:
         table.add_column(col, justify="left" if col == "source" else "right")
-    for row in report.distribution.to_pylist():
-        table.add_row(*(_fmt(row[c]) for c in ("source", "n", "mean", "std", "min", "p10", "median", "p90", "max")))
+    for row in report.as_dict()["distribution"]:  # type: ignore[union-attr]
+        table.add_row(*(_fmt(row[c]) for c in columns))
     console.print(table)
-    rows = report.per_prompt.to_pylist()
+    rows = report.as_dict()["per_prompt"]
     if rows:
-        skews = [r["skewness"] for r in rows if r["skewness"] is not None]
-        kurts = [r["kurtosis"] for r in rows if r["kurtosis"] is not None]
+        skews = [r["skewness"] for r in rows if r["skewness"] is not None]  # type: ignore[index]
+        kurts = [r["kurtosis"] for r in rows if r["kurtosis"] is not None]  # type: ignore[index]
         console.print(
-            f"per-prompt shape of {report.base}'s scores ({len(rows)} prompts with >= {min_samples} samples): "
-            f"skewness < 0 for {sum(s < 0 for s in skews)}/{len(skews)}, "
-            f"excess kurtosis < 0 for {sum(k < 0 for k in kurts)}/{len(kurts)}"
+            f"per-prompt shape of {report.base}'s scores ({len(rows)} prompts with >= {min_samples} scored answers): "
+            f"skewness < 0 for {sum(x < 0 for x in skews)}/{len(skews)}, "
+            f"excess kurtosis < 0 for {sum(x < 0 for x in kurts)}/{len(kurts)}"
         )
     else:
-        console.print(f"no prompt has >= {min_samples} scored samples of {report.base}: no per-prompt shape")
+        console.print(f"no prompt has >= {min_samples} scored answers of {report.base}: no per-prompt shape")
     if plot:
         console.print(f"plot written to {plot}")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from typing import Any
 
 import click
@@ -17,20 +16,6 @@ from tso_data.errors import TSODataError
 from tso_data.matrix import get_model, list_models
 from tso_data.schema import TABLES
 from tso_data.shards import pending_shards
-
-
-def round_base(catalog: Catalog, round_: int) -> dict[str, Any]:
-    """base_model, split and judge of round ``round_`` from round.toml ([round.R] wins)."""
-    path = catalog.round_config_path
-    if not path.is_file():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise TSODataError(f"{path}: {exc}") from None
-    merged = {k: v for k, v in data.items() if k != "round"}
-    merged.update(data.get("round", {}).get(str(round_), {}))
-    return merged
 
 
 def collect_status(catalog: Catalog, round_: int | None, base: str | None) -> dict[str, Any]:
@@ -70,29 +55,19 @@ def collect_status(catalog: Catalog, round_: int | None, base: str | None) -> di
 
 
 def round_missing(catalog: Catalog, round_: int, base: str | None) -> dict[str, Any]:
-    config = round_base(catalog, round_)
-    base = base or config.get("base_model")
-    if not base:
-        raise TSODataError(
-            f"round {round_}: no base model: pass --base MODEL or set base_model in {catalog.round_config_path}"
-        )
-    info = get_model(catalog, base)
-    split = config.get("split", "train")
-    judge = config.get("judge")
-    cells = [m for m in list_models(catalog) if m.kind == "model" and m.family == info.family]
-    negatives = [
-        m.name for m in cells
-        if m.name != base and m.version_order is not None and m.size_b is not None
-        and info.version_order is not None and info.size_b is not None
-        and (m.version_order < info.version_order or m.size_b < info.size_b)
-    ]
-    sized = [m for m in cells if m.size_b is not None and m.version_order is not None]
-    positives = ["human"]
-    if sized:
-        largest = max(m.size_b or 0 for m in sized)
-        newest = max((m for m in sized if m.size_b == largest), key=lambda m: m.version_order or 0)
-        if newest.name != base:
-            positives.insert(0, newest.name)
+    """What round ``round_`` still lacks. Pools are resolved by `tso-data build`'s own code
+    (round.toml, [round.R], the rules), so status and build never disagree."""
+    from tso_data.build.config import load_round_config, resolve_pools
+    from tso_data.build.run import load_models
+
+    config = load_round_config(catalog.round_config_path, round_, {"base_model": base} if base else None)
+    get_model(catalog, config.base_model)
+    base, split, judge = config.base_model, config.split, config.judge
+    try:
+        pools = resolve_pools(config, load_models(catalog))
+        positives, negatives, pool_error = list(pools.positive), list(pools.negative), None
+    except TSODataError as exc:  # e.g. a rule that needs an orderable version: report, don't fail
+        positives, negatives, pool_error = [], [], str(exc)
     judge_filter = "AND j.judge = ?" if judge else ""
     params: list[object] = [base, split]
     with catalog.connect(read_only=True) as con:
@@ -106,10 +81,10 @@ def round_missing(catalog: Catalog, round_: int, base: str | None) -> dict[str, 
             f"AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.target_id = r.response_id AND j.status = 'ok' {judge_filter})",
             params + ([judge] if judge else []),
         ).fetchone()[0]
-        pools = {}
+        pool_prompts = {}
         for name in positives + negatives:
             table, col = ("answers", "source") if name == "human" else ("responses", "model")
-            pools[name] = con.execute(
+            pool_prompts[name] = con.execute(
                 f"SELECT count(DISTINCT t.prompt_id) FROM {table} t JOIN prompts p USING (prompt_id) "
                 f"WHERE t.{col} = ? AND p.split = ?",
                 [name, split],
@@ -119,8 +94,9 @@ def round_missing(catalog: Catalog, round_: int, base: str | None) -> dict[str, 
         "prompts_without_base_response": int(no_base),
         "base_responses_without_ok_judgment": int(unjudged),
         "positive_sources": positives, "negative_sources": negatives,
-        "pool_prompts": pools,
-        "empty_pools": [n for n, c in pools.items() if c == 0],
+        "pool_prompts": pool_prompts,
+        "empty_pools": [n for n, c in pool_prompts.items() if c == 0],
+        "pool_error": pool_error,
         "config": str(catalog.round_config_path) if catalog.round_config_path.is_file() else None,
     }
 
@@ -162,7 +138,10 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         for n, what, how in todo:
             mark = "[green]✓[/]" if n == 0 else "[yellow]![/]"
             console.print(f"  {mark} {n:,} {what}" + (f"  [dim]({how})[/]" if n and how else ""))
-        console.print(f"  positives: {', '.join(r['positive_sources'])}; negatives: {', '.join(r['negative_sources']) or 'none'}")
+        if r.get("pool_error"):
+            console.print(f"  [yellow]![/] pools cannot be resolved: {r['pool_error']}")
+        else:
+            console.print(f"  positives: {', '.join(r['positive_sources'])}; negatives: {', '.join(r['negative_sources']) or 'none'}")
 
 
 @click.command("status")

@@ -24,6 +24,7 @@ import pyarrow as pa
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
 from tso_data.generate.backend import Backend, Request, Result, SamplingParams
+from tso_data.generate.runner import run_requests
 from tso_data.ids import content_hash, judgment_id
 from tso_data.judge.conversation import question_and_answer
 from tso_data.judge.parsing import parse_score
@@ -218,21 +219,51 @@ def run_model_judge(
     params: SamplingParams,
     max_attempts: int,
     summary: JudgeSummary,
-    complete: Callable[[Backend, list[Request]], Iterable[Result]] | None = None,
-    on_result: Callable[[], None] | None = None,
+    progress: bool = True,
     flush_every: int = 256,
+    flush_seconds: float = 30.0,
 ) -> JudgeSummary:
-    """Judge ``items`` with a model backend; unparsed or failed calls are re-sampled.
+    """Judge ``items`` through the generation runner (the loop `tso-data generate` uses:
+    the backend's concurrency and rate limits, periodic flushes, progress).
 
-    ``complete`` sends requests (default: ``backend.run``) so the generation runner's
-    rate-limited loop can be plugged in.
+    Each round sends every pending judgment once; a reply that does not parse (or a failed
+    call) is stored as such and re-sampled in the next round with a new seed, until it
+    parses or has used ``max_attempts``. Rows reach the catalog as shards at every flush,
+    so an interrupted run loses at most one flush interval; the next run merges them.
     """
-    send = complete or (lambda b, reqs: b.run(reqs))
-    writer = _ShardWriter(catalog, flush_every)
     pending = {item.judgment_id: item for item in items}
     final: dict[str, str] = {}
+    attempt_round = 0
     try:
         while pending:
+            attempt_round += 1
+            retry: dict[str, Item] = {}
+            answered: set[str] = set()
+
+            def on_flush(results: list[Result]) -> None:
+                rows = []
+                for result in results:
+                    item = pending[result.key]
+                    answered.add(result.key)
+                    item.attempts += 1
+                    summary.calls += 1
+                    if not result.ok:
+                        message = result.error or "backend returned no text"
+                        summary.errors[message.splitlines()[0][:200]] += 1
+                        rows.append(_row(item, judge, judge_version, message, None, "error"))
+                        status = "error"
+                    else:
+                        parsed = parse_score(result.text, item.rubric.scale_min, item.rubric.scale_max)
+                        if parsed.status != "ok":
+                            summary.unparsed_reasons[parsed.reason] += 1
+                        rows.append(_row(item, judge, judge_version, result.text, parsed.score, parsed.status))
+                        status = parsed.status
+                    final[item.judgment_id] = status
+                    if status != "ok" and item.attempts < max_attempts:
+                        retry[item.judgment_id] = item
+                if rows:
+                    write_shard(catalog, "judgments", pa.Table.from_pylist(rows, schema=JUDGMENT_SCHEMA))
+
             requests = [
                 Request(
                     key=item.judgment_id,
@@ -247,38 +278,21 @@ def run_model_judge(
                 )
                 for item in pending.values()
             ]
-            retry: dict[str, Item] = {}
-            for result in send(backend, requests):
-                item = pending[result.key]
-                item.attempts += 1
-                summary.calls += 1
-                if not result.ok:
-                    message = result.error or "backend returned no text"
-                    summary.errors[message.splitlines()[0][:200]] += 1
-                    writer.add(_row(item, judge, judge_version, message, None, "error"))
-                    status = "error"
-                else:
-                    parsed = parse_score(result.text, item.rubric.scale_min, item.rubric.scale_max)
-                    if parsed.status != "ok":
-                        summary.unparsed_reasons[parsed.reason] += 1
-                    writer.add(_row(item, judge, judge_version, result.text, parsed.score, parsed.status))
-                    status = parsed.status
-                final[item.judgment_id] = status
-                if status != "ok" and item.attempts < max_attempts:
-                    retry[item.judgment_id] = item
-                if on_result is not None:
-                    on_result()
-            missing = set(pending) - {k for k in final} - set(retry)
-            for key in missing:  # a backend that dropped a request: count it as an error
+            description = f"judging with {judge}" + (f" (retry round {attempt_round - 1})" if attempt_round > 1 else "")
+            run_requests(
+                backend, requests, on_flush=on_flush, flush_every=flush_every, flush_seconds=flush_seconds,
+                progress=progress, description=description,
+            )
+            for key in set(pending) - answered:  # a backend that dropped a request: an error
                 item = pending[key]
                 item.attempts += 1
-                writer.add(_row(item, judge, judge_version, "backend returned no result", None, "error"))
+                rows = [_row(item, judge, judge_version, "backend returned no result", None, "error")]
+                write_shard(catalog, "judgments", pa.Table.from_pylist(rows, schema=JUDGMENT_SCHEMA))
                 final[key] = "error"
                 if item.attempts < max_attempts:
                     retry[key] = item
             pending = retry
     finally:
-        writer.flush()
         merge_shards(catalog, "judgments", replace=True)
     summary.statuses.update(final.values())
     return summary
@@ -289,7 +303,7 @@ def run_model_judge(
 JudgeFunction = Callable[[list[dict[str, str]], list[str], "list[str] | None"], object]
 
 
-def load_function_judge(spec: str) -> tuple[JudgeFunction, str]:
+def load_function_judge(spec: str) -> tuple[JudgeFunction, str | None]:
     """``fn:module:function`` -> (callable, version).
 
     The version is the module's ``__version__`` if it has one, else a hash of the

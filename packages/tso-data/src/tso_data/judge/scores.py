@@ -1,123 +1,180 @@
-"""`tso-data scores`: τ, score distribution per source, per-prompt skewness and kurtosis
-of the base model's scores over many samples (the paper's Figure 5), and a plot."""
+"""`tso-data scores`: τ, the score distribution per source, and the per-prompt skewness
+and kurtosis of the base model's scores over many samples (the paper's Figure 5).
+
+Scores are aggregated by :mod:`tso_data.scoring` — the very functions `tso-data build`
+uses — so the τ printed here is the τ the round's snapshot is built with.
+"""
 
 from __future__ import annotations
 
+import io
+import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
+import polars as pl
 
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
-from tso_data.judge.aggregate import Tau, compute_tau, target_scores_sql
+from tso_data.scoring import aggregate_scores, tau_per_prompt
 from tso_data.shards import merge_shards
+
+JUDGMENT_COLUMNS = "target_id, prompt_id, source, judge, rubric, status, score"
 
 
 @dataclass(frozen=True)
 class ScoreReport:
-    judge: str
+    judge: str | None
     base: str
-    tau: Tau
-    distribution: pa.Table  # source, n, mean, std, min, p10, median, p90, max
-    per_prompt: pa.Table  # prompt_id, n, mean, std, skewness, kurtosis (base model, n >= min_samples)
+    tau_mode: str
+    tau: float | None  # None for 'prompt-mean' (one τ per prompt, see tau_per_prompt)
+    n_base: int  # scored base answers τ is computed over
+    distribution: pl.DataFrame  # source, n, mean, std, min, p10, median, p90, max
+    per_prompt: pl.DataFrame  # prompt_id, n, mean, std, skewness, kurtosis (base, n >= min_samples)
+    tau_per_prompt: pl.DataFrame = field(default_factory=pl.DataFrame)  # prompt_id, tau
 
     def as_dict(self) -> dict[str, object]:
         return {
             "judge": self.judge,
             "base": self.base,
-            "tau": {"mode": self.tau.mode, "value": self.tau.value, "n_base": self.tau.n_base},
-            "distribution": self.distribution.to_pylist(),
-            "per_prompt": self.per_prompt.to_pylist(),
+            "tau": {"mode": self.tau_mode, "value": self.tau, "n_base": self.n_base},
+            "distribution": _finite_rows(self.distribution),
+            "per_prompt": _finite_rows(self.per_prompt),
+            "tau_per_prompt": _finite_rows(self.tau_per_prompt) if self.tau is None else None,
         }
 
 
-def default_judge(catalog: Catalog) -> str:
+def _finite_rows(frame: pl.DataFrame) -> list[dict[str, object]]:
+    """Rows as dicts with NaN replaced by None: an undefined statistic is not a number."""
+    return [
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+        for row in frame.to_dicts()
+    ]
+
+
+def load_judgments(catalog: Catalog) -> pl.DataFrame:
     merge_shards(catalog, "judgments", replace=True)
-    judges = catalog.arrow(
-        "SELECT DISTINCT judge FROM judgments WHERE status = 'ok' ORDER BY judge"
-    ).column(0).to_pylist()
-    if not judges:
-        raise TSODataError("no scored judgments in the catalog; run `tso-data judge` first")
-    if len(judges) > 1:
-        raise TSODataError(f"several judges have scores ({', '.join(judges)}); pick one with --judge")
-    return judges[0]
+    with catalog.connect(read_only=True) as con:
+        return pl.from_arrow(con.sql(f"SELECT {JUDGMENT_COLUMNS} FROM judgments").to_arrow_table())  # type: ignore[return-value]
+
+
+def load_targets(catalog: Catalog) -> pl.DataFrame:
+    """``target_id, prompt_id, source`` of every response and human answer."""
+    with catalog.connect(read_only=True) as con:
+        return pl.from_arrow(con.sql(  # type: ignore[return-value]
+            "SELECT response_id AS target_id, prompt_id, model AS source FROM responses UNION ALL "
+            "SELECT answer_id, prompt_id, source FROM answers"
+        ).to_arrow_table())
+
+
+def load_split_prompts(catalog: Catalog, split: str) -> pl.DataFrame:
+    with catalog.connect(read_only=True) as con:
+        return pl.from_arrow(con.sql("SELECT prompt_id FROM prompts WHERE split = ?", params=[split]).to_arrow_table())  # type: ignore[return-value]
 
 
 def score_report(
-    catalog: Catalog,
+    judgments: pl.DataFrame,
     *,
-    judge: str,
     base: str,
-    tau_mode: str = "mean",
+    judge: str | None = None,
+    tau_mode: str = "global-mean",
     tau_value: float | None = None,
-    weights: Mapping[str, float] | None = None,
+    rubric_weights: Mapping[str, float] | None = None,
     rubrics: Sequence[str] = (),
+    prompts: pl.DataFrame | None = None,
+    targets: pl.DataFrame | None = None,
     min_samples: int = 3,
 ) -> ScoreReport:
-    merge_shards(catalog, "judgments", replace=True)
-    sql, params = target_scores_sql("judgments", judge=judge, weights=weights, rubrics=rubrics)
-    with catalog.connect(read_only=True) as con:
-        con.execute(f"CREATE TEMP TABLE target_scores AS {sql}", params)
-        if con.execute("SELECT count(*) FROM target_scores").fetchall()[0][0] == 0:
-            raise TSODataError(f"judge {judge!r} has no ok judgments (for the chosen rubrics)")
-        tau = compute_tau(con, "target_scores", base, tau_mode, tau_value)
-        distribution = con.sql(
-            "SELECT source, count(*) AS n, avg(score) AS mean, stddev_samp(score) AS std, min(score) AS min, "
-            "quantile_cont(score, 0.1) AS p10, median(score) AS median, quantile_cont(score, 0.9) AS p90, "
-            "max(score) AS max FROM target_scores GROUP BY source ORDER BY mean DESC, source"
-        ).to_arrow_table()
-        # DuckDB's skewness/kurtosis are the bias-corrected sample statistics; kurtosis is
-        # excess kurtosis (0 for a normal distribution), the paper's "normalized kurtosis".
-        per_prompt = con.sql(
-            "SELECT prompt_id, count(*) AS n, avg(score) AS mean, stddev_samp(score) AS std, "
-            "skewness(score) AS skewness, kurtosis(score) AS kurtosis FROM target_scores "
-            "WHERE source = ? GROUP BY prompt_id HAVING count(*) >= ? ORDER BY prompt_id",
-            params=[base, min_samples],
-        ).to_arrow_table()
-    if tau.n_base == 0:
-        raise TSODataError(f"base model {base!r} has no answers scored by judge {judge!r}")
-    return ScoreReport(judge, base, tau, distribution, per_prompt)
+    """The report from a frame of judgments (columns :data:`JUDGMENT_COLUMNS`).
+
+    ``prompts`` (a ``prompt_id`` column) restricts everything to those prompts, as the
+    round's ``split`` does in `tso-data build`. ``targets`` (``target_id, prompt_id,
+    source``: the responses and answers) saves a pass over the judgments to find them.
+    """
+    if judgments.height == 0 or judgments.filter(pl.col("status") == "ok").height == 0:
+        raise TSODataError("no scored judgments in the catalog; run `tso-data judge` (or ingest judgments) first")
+    if rubrics:
+        judgments = judgments.filter(pl.col("rubric").is_in(list(rubrics)))
+        if judgments.height == 0:
+            raise TSODataError(f"no judgments with rubric(s) {', '.join(rubrics)}")
+    scores = aggregate_scores(judgments, judge=judge, rubric_weights=rubric_weights)
+    if judge is None:  # aggregate_scores has checked there is only one
+        judge = judgments.get_column("judge").drop_nulls().first()
+    if targets is None:
+        targets = judgments.group_by("target_id").agg(pl.col("prompt_id").first(), pl.col("source").first())
+    meta = targets.select("target_id", "prompt_id", "source")
+    scored = scores.join(meta, on="target_id", how="inner")
+    if prompts is not None:
+        scored = scored.join(prompts.select("prompt_id"), on="prompt_id", how="semi")
+    base_scores = scored.filter(pl.col("source") == base)
+    if base_scores.height == 0:
+        who = f"judge {judge!r}" if judge else "the judge"
+        raise TSODataError(f"base model {base!r} has no answers scored by {who} (with every weighted rubric)")
+    taus, tau = tau_per_prompt(base_scores.select("prompt_id", "score"), tau_mode, tau_value)  # type: ignore[arg-type]
+    score = pl.col("score")
+    distribution = (
+        scored.group_by("source")
+        .agg(
+            pl.len().alias("n"), score.mean().alias("mean"), score.std().alias("std"), score.min().alias("min"),
+            score.quantile(0.1, "linear").alias("p10"), score.median().alias("median"),
+            score.quantile(0.9, "linear").alias("p90"), score.max().alias("max"),
+        )
+        .sort(["mean", "source"], descending=[True, False])
+    )
+    # bias-corrected sample skewness and excess kurtosis (0 for a normal distribution):
+    # the paper's "normalized kurtosis"; undefined (null) below 3 / 4 samples
+    per_prompt = (
+        base_scores.group_by("prompt_id")
+        .agg(
+            pl.len().alias("n"), score.mean().alias("mean"), score.std().alias("std"),
+            score.skew(bias=False).alias("skewness"), score.kurtosis(fisher=True, bias=False).alias("kurtosis"),
+        )
+        .filter(pl.col("n") >= min_samples)
+        .with_columns(
+            pl.when(pl.col("n") >= 3).then(pl.col("skewness")).alias("skewness"),
+            pl.when(pl.col("n") >= 4).then(pl.col("kurtosis")).alias("kurtosis"),
+        )
+        .sort("prompt_id")
+    )
+    return ScoreReport(judge, base, tau_mode, tau, base_scores.height, distribution, per_prompt, taus.sort("prompt_id"))
 
 
 def plot_report(report: ScoreReport, path: Path) -> None:
-    """Two panels: score histograms per source with τ marked; per-prompt skewness vs
+    """Two panels: mean score per source (± std) with τ marked; per-prompt skewness vs excess
     kurtosis of the base model's scores coloured by the prompt's mean (paper Figure 5)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_hist, ax_shape) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for row in report.distribution.to_pylist():
-        ax_hist.bar(row["source"], row["mean"], yerr=row["std"] or 0, alpha=0.7, capsize=3)
-    if report.tau.value is not None:
-        ax_hist.axhline(report.tau.value, color="black", linestyle="--", label=f"τ = {report.tau.value:.3g} ({report.tau.mode})")
-        ax_hist.legend()
-    ax_hist.set_ylabel(f"mean score ({report.judge})")
-    ax_hist.set_title("Score per source (± std)")
-    ax_hist.tick_params(axis="x", rotation=30)
-    rows = [r for r in report.per_prompt.to_pylist() if r["skewness"] is not None and r["kurtosis"] is not None]
-    if rows:
-        points = ax_shape.scatter(
-            [r["skewness"] for r in rows], [r["kurtosis"] for r in rows],
-            c=[r["mean"] for r in rows], cmap="viridis", s=18,
-        )
+    fig, (ax_src, ax_shape) = plt.subplots(1, 2, figsize=(12, 4.8))
+    rows = report.distribution.to_dicts()
+    ax_src.bar([r["source"] for r in rows], [r["mean"] for r in rows],
+               yerr=[r["std"] if r["std"] is not None and math.isfinite(r["std"]) else 0 for r in rows],
+               alpha=0.75, capsize=3)
+    if report.tau is not None:
+        ax_src.axhline(report.tau, color="black", linestyle="--", label=f"τ = {report.tau:.3g} ({report.tau_mode})")
+        ax_src.legend()
+    ax_src.set_ylabel(f"mean score ({report.judge or 'judge'})")
+    ax_src.set_title("Score per source (± std)")
+    ax_src.tick_params(axis="x", rotation=30)
+    shape = [r for r in _finite_rows(report.per_prompt) if r["skewness"] is not None and r["kurtosis"] is not None]
+    if shape:
+        points = ax_shape.scatter([r["skewness"] for r in shape], [r["kurtosis"] for r in shape],
+                                  c=[r["mean"] for r in shape], cmap="viridis", s=18)
         fig.colorbar(points, ax=ax_shape, label="mean score")
     else:
-        ax_shape.text(0.5, 0.5, "no prompt has enough scored samples", ha="center", transform=ax_shape.transAxes)
+        ax_shape.text(0.5, 0.5, "no prompt has enough scored samples (>= 4)", ha="center", transform=ax_shape.transAxes)
     ax_shape.axhline(0, color="grey", linewidth=0.5)
     ax_shape.axvline(0, color="grey", linewidth=0.5)
     ax_shape.set_xlabel("skewness")
     ax_shape.set_ylabel("excess kurtosis")
-    ax_shape.set_title(f"Per-prompt score shape, base {report.base} (n={len(rows)})")
+    ax_shape.set_title(f"Per-prompt score shape of {report.base} ({len(shape)} prompts)")
     fig.tight_layout()
-    import io
-
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
-
 import pyarrow as pa
 
 from tso_data.catalog import Catalog
@@ -24,25 +22,6 @@ TARGET_COLUMNS = (
     "target_id, target_kind, prompt_id, source, response_index, turns, messages, n_turns, "
     "category, split, prompt_source"
 )
-
-
-def round_base_model(catalog: Catalog, round_: int) -> str:
-    """The base model of round ``round_`` from ``<catalog>/round.toml``: the ``[round.R]``
-    table's ``base_model``, else the top-level ``base_model`` (the layout `tso-data build` reads)."""
-    path = catalog.round_config_path
-    if not path.is_file():
-        raise TSODataError(f"{path}: no round configuration; pass --base MODEL (or --model) instead of --round")
-    with open(path, "rb") as fh:
-        try:
-            config = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise TSODataError(f"{path}: not valid TOML: {exc}") from None
-    per_round = config.get("round", {})
-    override = per_round.get(str(round_), {}) if isinstance(per_round, dict) else {}
-    base = override.get("base_model", config.get("base_model")) if isinstance(override, dict) else None
-    if not base:
-        raise TSODataError(f"{path}: field 'base_model': no base model for round {round_}; pass --base MODEL")
-    return str(base)
 
 
 def select_targets(
