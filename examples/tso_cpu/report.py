@@ -99,9 +99,11 @@ def rounds(catalog: Catalog, runs: Path | None, scores: dict[str, dict[str, floa
         "SELECT round, snapshot_id, path, base_model, tau, n_pairs, n_matrix, n_base, config, created_at "
         "FROM snapshots ORDER BY round, created_at"
     ).to_pylist()
+    trained_on = {r: _trained_snapshot(runs / f"round-{r}") for r in {s["round"] for s in snaps}} if runs else {}
     by_round: dict[int, dict[str, Any]] = {}
-    for s in snaps:  # the round's first snapshot is the one run.sh built (arms add others)
-        by_round.setdefault(s["round"], s)
+    for s in snaps:  # the snapshot the round's fit trained on; else the round's first one
+        if trained_on.get(s["round"]) in (None, s["snapshot_id"]):
+            by_round.setdefault(s["round"], s)
     out = []
     for r, s in sorted(by_round.items()):
         base = s["base_model"]
@@ -149,6 +151,14 @@ def arms(catalog: Catalog, scores: dict[str, dict[str, float]], by_prompt: dict[
             "paired_delta_vs_base": paired_delta(seed_mean, by_prompt.get(base or "", {})),
         })
     return out
+
+
+def _trained_snapshot(run_dir: Path) -> str | None:
+    """The snapshot id a `tso-train fit` run read (from its run.json), if there is one."""
+    run_json = run_dir / "run.json"
+    if not run_json.is_file():
+        return None
+    return Path(json.loads(run_json.read_text())["snapshot"]).stem
 
 
 def _counts(values: list[str]) -> dict[str, int]:

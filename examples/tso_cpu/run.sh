@@ -90,15 +90,17 @@ for r in $(seq 1 "$ROUNDS"); do
   base="arith-v$((r + 1))-s"
   next="arith-v$((r + 2))-s"
   run="$WORK/runs/round-$r"
-  step "round $r: $base samples $SAMPLES answers per train prompt" \
-    tso-data generate -c "$CAT" --model "$base" --split train "${SAMPLED[@]}"
-  step "round $r: judge $base" tso-data judge -c "$CAT" --judge "$JUDGE" --round "$r"
-  step "round $r: build pairs" tso-data build -c "$CAT" --round "$r"
-  # the same inputs give the same content-addressed snapshot: ask build again for its path
-  snapshot=$(tso-data build -c "$CAT" --round "$r" --json | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["path"])')
-  # `final` points at the newest finished part, so completion is marked separately;
-  # a fit killed mid-way continues from its last part checkpoint with --resume
+  # A finished round (its fit marked done) is not rebuilt: later rounds add models and
+  # judgments, so a rebuild would give a different snapshot than the one trained on.
   if [ ! -f "$run/.done" ]; then
+    step "round $r: $base samples $SAMPLES answers per train prompt" \
+      tso-data generate -c "$CAT" --model "$base" --split train "${SAMPLED[@]}"
+    step "round $r: judge $base" tso-data judge -c "$CAT" --judge "$JUDGE" --round "$r"
+    step "round $r: build pairs" tso-data build -c "$CAT" --round "$r"
+    # unchanged inputs give the same content-addressed snapshot: ask build again for its path
+    snapshot=$(tso-data build -c "$CAT" --round "$r" --json | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["path"])')
+    # `final` points at the newest finished part, so completion is marked separately;
+    # a fit killed mid-way continues from its last part checkpoint with --resume
     resume=(); [ -f "$run/checkpoints/latest" ] && resume=(--resume)
     step "round $r: fit $base on $snapshot" \
       tso-train fit "$snapshot" --model "$(model_path "$base")" --out "$run" --seed "$SEED" $FIT_ARGS "${resume[@]}"

@@ -149,6 +149,18 @@ def test_report_has_the_heldout_score_of_each_round(work: Path) -> None:
     assert round1["policy_heldout"] == report["heldout"]["arith-v3-s"]["mean"]
 
 
+def test_rerunning_the_runner_resumes_and_adds_nothing(work: Path, catalog: Catalog) -> None:
+    counts_sql = ("SELECT (SELECT count(*) FROM responses), (SELECT count(*) FROM judgments), "
+                  "(SELECT count(*) FROM snapshots), (SELECT count(*) FROM models)")
+    before = catalog.arrow(counts_sql).to_pylist()
+    weights = (work / "runs" / "round-1" / "final" / "model.safetensors").read_bytes()
+    proc = subprocess.run(["bash", str(RUN_SH)], env=_env(work), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nothing to do" in proc.stdout and "fit arith-v2-s" not in proc.stdout
+    assert catalog.arrow(counts_sql).to_pylist() == before
+    assert (work / "runs" / "round-1" / "final" / "model.safetensors").read_bytes() == weights
+
+
 def test_runner_stops_at_the_first_failing_step(tmp_path: Path) -> None:
     proc = subprocess.run(["bash", str(RUN_SH)], env=_env(tmp_path, PYTHON="false"),
                           capture_output=True, text=True, timeout=60)
