@@ -70,13 +70,15 @@ for v in 1 2; do
 done
 step "ingest prompts" tso-data ingest prompts "$WORK/task/prompts.jsonl" -c "$CAT"
 step "ingest human answers" tso-data ingest answers "$WORK/task/answers.jsonl" -c "$CAT"
-{
+# round.toml: written while it is still run.sh's own (its first line says so); edit it
+# freely after deleting that line and run.sh leaves it alone
+if [ ! -f "$CAT/round.toml" ] || head -n 1 "$CAT/round.toml" | grep -q "written by examples/tso_cpu/run.sh"; then {
   echo "# written by examples/tso_cpu/run.sh: round r's base is version r+1 of the small size"
   echo "pairs = $N_TRAIN"
   echo "seed = $SEED"
   echo "judge = \"$JUDGE\""
   for r in $(seq 1 "$ROUNDS"); do printf '\n[round.%s]\nbase_model = "arith-v%s-s"\n' "$r" "$((r + 1))"; done
-} > "$CAT/round.toml"
+} > "$CAT/round.toml"; fi
 
 # -- 3. answers of every cell (greedy), judged by the verifier ------------------------------
 for m in arith-v1-s arith-v1-l arith-v2-s arith-v2-l; do
