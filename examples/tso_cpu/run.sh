@@ -48,7 +48,7 @@ step() {  # step NAME COMMAND... : run one step, stop the whole example if it fa
   fi
 }
 have_model() { [ -f "$1/config.json" ]; }
-model_path() { tso-data sql -c "$CAT" --csv "select path from models where name = '$1'" | tail -n 1 | tr -d '\r'; }
+model_path() { tso-data sql -c "$CAT" --csv "select path from models where name = '$1'" | tail -n 1; }
 
 # -- 1. the task and the model matrix (stand-ins for the models a user already owns) --------
 step "prepare task files, tokenizer, untrained cells" \
