@@ -134,7 +134,7 @@ def test_sql_and_status(real_catalog: Catalog, cli_run, read_jsonl) -> None:
     rows = json.loads(cli_run("sql", "SELECT count(*) AS n FROM responses", "--json", *c).output)
     assert rows == [{"n": 2480 + 2016 + 560}]
     csv_out = cli_run("sql", "SELECT 1 AS a, 'x' AS b", "--csv", *c).output
-    assert csv_out.splitlines() == ["a,b", "1,x"]
+    assert csv_out == "a,b\n1,x\n"  # Unix line ends: shell scripts read it without stripping \r
     bad = cli_run("sql", "DELETE FROM prompts", *c, ok=False)
     assert bad.exit_code == 2 and "--write" in bad.output and len(bad.output.strip().splitlines()) == 1
     bad = cli_run("sql", "SELEC nonsense", *c, ok=False)

@@ -53,7 +53,7 @@ def sql_cmd(query: str, catalog_path: str, as_json: bool, as_csv: bool, write: b
     if as_json:
         click.echo(json.dumps([dict(zip(columns, r)) for r in rows], default=_json_default, ensure_ascii=False, indent=1))
     elif as_csv:
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
     elif columns:
