@@ -354,10 +354,13 @@ def _targets(config: RoundConfig, available: dict[str, int]) -> dict[str, int]:
 
 
 def _dedupe(pairs: pl.DataFrame) -> pl.DataFrame:
+    """The same (chosen, rejected) drawn twice for a prompt counts once (its first draw).
+
+    A slot (pid, d) holds one pair, so the smallest d identifies the first draw; rows come
+    back in no particular order (callers sort by selection order)."""
     if pairs.height == 0:
         return pairs
-    """The same (chosen, rejected) drawn twice for a prompt counts once (its first draw)."""
-    return pairs.sort("pid", "d").unique(subset=["pid", "c_tid", "r_tid"], keep="first", maintain_order=True)
+    return pairs.filter(pl.col("d") == pl.col("d").min().over("pid", "c_tid", "r_tid"))
 
 
 def _select(pairs: pl.DataFrame, n: int) -> pl.DataFrame:
