@@ -177,18 +177,16 @@ def _draw_source_then_answer(
     w/Σw over the sources present (weights renormalised per prompt). The answer is then the
     row with the smallest uniform key among the winner's rows.
     """
-    pool = pool.with_columns(_w=pl.col("si").replace_strict(weights, return_dtype=pl.Float64))
     keys = [pool[g] for g in group]
-    race = -np.log1p(-uniform(seed, s_source, *keys, pool["si"]))
     pick = uniform(seed, s_answer, *keys, pool["tid"])
-    pool = pool.with_columns(_k=pl.Series(race) / pl.col("_w"), _u=pl.Series(pick))
-    # two window minima (cheaper than a sort): the winning source's rows, then its answer.
-    # Keys are 53-bit uniforms of distinct (slot, source) / (slot, answer) tuples: no ties.
-    return (
-        pool.filter(pl.col("_k") == pl.col("_k").min().over(group))
-        .filter(pl.col("_u") == pl.col("_u").min().over(group))
-        .drop("_w", "_k", "_u")
-    )
+    pool = pool.with_columns(_u=pl.Series(pick))
+    if len(weights) > 1:  # with one source in the pool, it always wins the race
+        race = -np.log1p(-uniform(seed, s_source, *keys, pool["si"]))
+        pool = pool.with_columns(_k=pl.Series(race) / pl.col("si").replace_strict(weights, return_dtype=pl.Float64))
+        # two window minima (cheaper than a sort): the winning source's rows, then its answer.
+        # Keys are 53-bit uniforms of distinct (slot, source) / (slot, answer) tuples: no ties.
+        pool = pool.filter(pl.col("_k") == pl.col("_k").min().over(group)).drop("_k")
+    return pool.filter(pl.col("_u") == pl.col("_u").min().over(group)).drop("_u")
 
 
 def _draw_index(frame: pl.DataFrame, cap: int) -> pl.DataFrame:
