@@ -148,13 +148,15 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
 def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -> tuple[pa.Table, str]:
     """The snapshot's Arrow table (rows sorted by pair_id, exact §4 schema, metadata) and its id."""
     conv = with_pair_ids(conv)
-    conv = conv[conv.get_column("pair_id").arg_sort()]  # one gather in pair_id order
-    config_json = canonical_json(config)
-    snapshot_id = snapshot_digest(conv.select("pair_id", "chosen_score", "rejected_score"), config_json)
+    # keep only the snapshot's columns, then one gather in pair_id order (the turns columns
+    # of the pairs are not written, so they are never moved)
     frame = conv.select(
         "prompt", "chosen", "rejected", "pair_id", "prompt_id", "kind", "chosen_source", "rejected_source",
-        "chosen_score", "rejected_score", pl.lit(round_, dtype=pl.Int32).alias("round"),
+        "chosen_score", "rejected_score",
     )
+    frame = frame[frame.get_column("pair_id").arg_sort()].with_columns(pl.lit(round_, dtype=pl.Int32).alias("round"))
+    config_json = canonical_json(config)
+    snapshot_id = snapshot_digest(frame.select("pair_id", "chosen_score", "rejected_score"), config_json)
     table = frame.to_arrow().cast(SNAPSHOT_SCHEMA)
     metadata = {
         b"tso.schema_version": SCHEMA_VERSION.encode(),
