@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,12 @@ class EngineOptions:
     bf16: bool = False
     gradient_checkpointing: bool = False
     deepspeed_config: str | None = None
+
+
+def engine_options(cfg: object, global_batch: int) -> EngineOptions:
+    """The engine options of a fit or sft config (same field names), at ``global_batch``."""
+    names = [f.name for f in fields(EngineOptions) if f.name != "global_batch"]
+    return EngineOptions(global_batch=global_batch, **{n: getattr(cfg, n) for n in names})
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

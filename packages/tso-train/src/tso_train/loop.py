@@ -29,12 +29,12 @@ import torch
 from tso_train import checkpoint as ckpt
 from tso_train.data import EncodedPair, collate_pairs, encode_pairs, pad_id_of, split_global_batch
 from tso_train.engine import (
-    EngineOptions,
     all_reduce_sum,
     check_batch_sizes,
     cosine_lr,
     grad_norm_after_step,
     grad_norm_before_step,
+    engine_options,
     ensure_distributed_env,
     initialize,
     load_causal_lm,
@@ -211,19 +211,12 @@ def fit(cfg: FitConfig, progress=None) -> dict:
                         ipo_tau=cfg.ipo_tau, cdpo_eps=cfg.cdpo_eps)
     pad_id = pad_id_of(tokenizer)
 
-    opts = EngineOptions(
-        global_batch=cfg.global_batch, micro_batch=cfg.micro_batch, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        adam_betas=cfg.adam_betas, adam_eps=cfg.adam_eps, grad_clip=cfg.grad_clip, zero=cfg.zero,
-        offload=cfg.offload, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
-        deepspeed_config=cfg.deepspeed_config,
-    )
     fingerprint = _fingerprint(cfg, len(pairs), snapshot.snapshot_id)
     # A clamped global batch (tiny parts) is the same for every part: parts differ by at most one
     # pair, so take the smallest plan's batch and re-plan the others with it.
     gb0 = min(p.global_batch for p in plans)
     plans = [replace_global_batch(p, len(part), gb0, cfg) for p, part in zip(plans, parts)]
-    engine = initialize(SequenceLogps(lm), EngineOptions(**{**asdict(opts), "global_batch": gb0}),
-                        weight_decay_module=lm)
+    engine = initialize(SequenceLogps(lm), engine_options(cfg, gb0), weight_decay_module=lm)
     gas = gb0 // (cfg.micro_batch * world_size())
 
     out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import torch
 from tso_train import checkpoint as ckpt
 from tso_train.data import EncodedSequence, encode_conversation, pad_id_of, pad_sequences, split_global_batch
 from tso_train.engine import (
-    EngineOptions, all_reduce_sum, check_batch_sizes, cosine_lr, grad_norm_after_step, grad_norm_before_step, ensure_distributed_env, initialize,
+    all_reduce_sum, check_batch_sizes, cosine_lr, engine_options, grad_norm_after_step, grad_norm_before_step, ensure_distributed_env, initialize,
     load_causal_lm, peak_memory_bytes, rank, set_lr, tune_cpu_allocator, world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
@@ -132,12 +132,7 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
     steps_per_epoch = len(seqs) // gb
     total = steps_per_epoch * cfg.epochs
     warmup = int(math.ceil(cfg.warmup_ratio * total))
-    opts = EngineOptions(
-        global_batch=gb, micro_batch=cfg.micro_batch, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        adam_betas=cfg.adam_betas, adam_eps=cfg.adam_eps, grad_clip=cfg.grad_clip, zero=cfg.zero,
-        offload=cfg.offload, bf16=cfg.bf16, deepspeed_config=cfg.deepspeed_config,
-    )
-    engine = initialize(SequenceLogps(lm), opts, weight_decay_module=lm)
+    engine = initialize(SequenceLogps(lm), engine_options(cfg, gb), weight_decay_module=lm)
     device = next(engine.module.parameters()).device
     pad_id = pad_id_of(tokenizer)
     fingerprint = {"n": len(seqs), "global_batch": gb, "micro_batch": cfg.micro_batch, "seed": cfg.seed,
