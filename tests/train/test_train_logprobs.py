@@ -59,3 +59,71 @@ def test_fused_head_gives_the_same_gradients(tiny_model_dir):
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+
+
+def _random_sequences(vocab: int, lengths: list[int], seed: int):
+    import numpy as np
+
+    from tso_train.data import EncodedSequence
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in lengths:
+        labels = np.zeros(n, dtype=bool)
+        labels[rng.integers(1, n):] = True  # an answer at the end
+        labels[rng.integers(0, n)] = True  # and a stray labelled token (position 0 included)
+        out.append(EncodedSequence(rng.integers(0, vocab, n), labels))
+    return out
+
+
+def _logps_and_grads(model, batch):
+    from tso_train.logprobs import SequenceLogps
+
+    model.zero_grad()
+    sums, counts = SequenceLogps(model, packed="cu_seqlens" in batch)(**batch)
+    (sums * torch.linspace(0.5, 1.5, len(sums))).sum().backward()
+    return sums.detach(), counts, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_packed_rows_give_the_padded_logps_and_gradients(tiny_model_dir):
+    """One packed row (no padding, per-segment causal attention, positions restarting at 0)
+    computes each sequence exactly as a right-padded batch does, gradients included (GQA model)."""
+    from transformers import AutoModelForCausalLM
+
+    from tso_train.data import collate_sequences
+    from tso_train.packing import enable_packing
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    seqs = _random_sequences(model.config.vocab_size, [9, 3, 17, 12, 2], seed=0)
+    padded = _logps_and_grads(model, collate_sequences(seqs, pad_id=0))
+    assert enable_packing(model)
+    packed_batch = collate_sequences(seqs, pad_id=0, packed=True)
+    assert packed_batch["input_ids"].shape == (1, sum(len(s) for s in seqs))
+    packed = _logps_and_grads(model, packed_batch)
+    assert torch.allclose(packed[0], padded[0], atol=1e-4)
+    assert packed[1].tolist() == padded[1].tolist() == [int(s.label_mask[1:].sum()) for s in seqs]
+    for name, g in padded[2].items():
+        assert torch.allclose(packed[2][name], g, atol=1e-5, rtol=1e-4), name
+    # the switched model still serves ordinary padded batches (plain SDPA with masks)
+    assert torch.allclose(_logps_and_grads(model, collate_sequences(seqs, pad_id=0))[0], padded[0], atol=1e-5)
+
+
+def test_packed_attention_keeps_a_sliding_window():
+    """Mistral-style sliding-window attention inside each packed segment."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from tso_train.data import collate_sequences
+    from tso_train.packing import enable_packing
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, sliding_window=4, attn_implementation="sdpa")
+    model = MistralForCausalLM(cfg)
+    seqs = _random_sequences(50, [11, 3, 8], seed=1)
+    padded = _logps_and_grads(model, collate_sequences(seqs, pad_id=0))
+    assert enable_packing(model)
+    packed = _logps_and_grads(model, collate_sequences(seqs, pad_id=0, packed=True))
+    assert torch.allclose(packed[0], padded[0], atol=1e-4)
+    for name, g in padded[2].items():
+        assert torch.allclose(packed[2][name], g, atol=1e-5, rtol=1e-4), name

@@ -151,9 +151,25 @@ def pad_sequences(seqs: Sequence[EncodedSequence], pad_id: int) -> dict[str, tor
     return {"input_ids": ids, "attention_mask": attn, "label_mask": labels}
 
 
-def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """Chosen rows first, then rejected rows: both go through the model in ONE forward pass."""
-    return pad_sequences([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+def collate_sequences(seqs: Sequence[EncodedSequence], pad_id: int, packed: bool = False) -> dict[str, torch.Tensor]:
+    """One packed row (padding-free; see tso_train.packing) or a right-padded batch."""
+    if packed:
+        from tso_train.packing import pack_sequences
+
+        return pack_sequences(seqs)
+    return pad_sequences(seqs, pad_id)
+
+
+def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int, packed: bool = False) -> dict[str, torch.Tensor]:
+    """Chosen sequences first, then rejected ones: both go through the model in ONE forward pass."""
+    return collate_sequences([p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, packed)
+
+
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Real (non-pad) tokens of a collated batch."""
+    if "attention_mask" in batch:
+        return int(batch["attention_mask"].sum())
+    return int(batch["input_ids"].numel())
 
 
 def split_global_batch(items: Sequence, micro_batch: int, world_size: int, rank: int, key) -> list[list]:

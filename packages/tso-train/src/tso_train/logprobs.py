@@ -112,35 +112,51 @@ def _uses_plain_lm_head(model: nn.Module) -> bool:
 def sequence_logps(
     model: nn.Module,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     label_mask: torch.Tensor,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     fused_head: bool = False,
+    position_ids: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-prob of the labelled tokens of each row, and the number of such tokens.
+    """Summed log-prob of the labelled tokens of each sequence, and the number of such tokens.
 
-    Token t (t ≥ 1) is scored by the model's output at position t-1. ``fused_head`` computes
-    the LM head chunk by chunk with recomputation in backward (no logits kept); never use it under
-    ZeRO-3, whose partitioned head weight is only whole inside the head module's own call.
+    Token t (t ≥ 1) is scored by the model's output at position t-1. Either a right-padded batch
+    (``attention_mask``) or one packed row (``position_ids`` and segment boundaries
+    ``cu_seqlens``, from :func:`tso_train.packing.pack_sequences`, on a model switched to packed
+    attention) — the results are one per sequence either way. ``fused_head`` computes the LM head
+    chunk by chunk with recomputation in backward (no logits kept); never use it under ZeRO-3,
+    whose partitioned head weight is only whole inside the head module's own call.
     """
     targets = label_mask[:, 1:]
     labels = input_ids[:, 1:][targets]
-    rows = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(targets)[targets]
+    model_kwargs: dict = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if cu_seqlens is None:
+        n_seqs = input_ids.shape[0]
+        rows = torch.arange(n_seqs, device=input_ids.device)[:, None].expand_as(targets)[targets]
+    else:
+        from tso_train.packing import SEGMENTS_KWARG
+
+        n_seqs = cu_seqlens.shape[0] - 1
+        positions = torch.arange(1, input_ids.shape[1], device=input_ids.device)[targets[0]]
+        rows = torch.searchsorted(cu_seqlens.to(positions.device), positions, right=True) - 1
+        model_kwargs.update(position_ids=position_ids, **{SEGMENTS_KWARG: cu_seqlens})
     if _uses_plain_lm_head(model):
-        hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
+        hidden = model.base_model(**model_kwargs)[0]
         head = model.get_output_embeddings()
         selected = hidden[:, :-1][targets]
+        del hidden
         if fused_head and getattr(head, "bias", None) is None:
+            logits = None
             token_logps = chunked_head_logps(selected, head.weight, labels, chunk_rows).float()
-            sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
-            return sums.index_add(0, rows, token_logps), targets.sum(dim=1)
-        logits = head(selected)
+        else:
+            logits = head(selected)
     else:  # fall back to the model's own forward (e.g. soft-capped logits)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1][targets]
-    token_logps = selective_logps(logits, labels, chunk_rows)
-    sums = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
-    sums = sums.index_add(0, rows, token_logps)
-    counts = targets.sum(dim=1)
+        logits = model(**model_kwargs).logits[:, :-1][targets]
+    if logits is not None:
+        token_logps = selective_logps(logits, labels, chunk_rows)
+    sums = torch.zeros(n_seqs, dtype=torch.float32, device=input_ids.device).index_add(0, rows, token_logps)
+    counts = torch.bincount(rows, minlength=n_seqs)
     return sums, counts
 
 
@@ -151,11 +167,14 @@ class SequenceLogps(nn.Module):
     inside its forward.
     """
 
-    def __init__(self, lm: nn.Module, chunk_rows: int = DEFAULT_CHUNK_ROWS, fused_head: bool = False) -> None:
+    def __init__(self, lm: nn.Module, chunk_rows: int = DEFAULT_CHUNK_ROWS, fused_head: bool = False,
+                 packed: bool = False) -> None:
         super().__init__()
         self.lm = lm
         self.chunk_rows = chunk_rows
         self.fused_head = fused_head
+        self.packed = packed  # batches come packed (tso_train.packing); the lm uses packed attention
 
-    def forward(self, input_ids, attention_mask, label_mask):
-        return sequence_logps(self.lm, input_ids, attention_mask, label_mask, self.chunk_rows, self.fused_head)
+    def forward(self, input_ids, label_mask, attention_mask=None, position_ids=None, cu_seqlens=None):
+        return sequence_logps(self.lm, input_ids, attention_mask, label_mask, self.chunk_rows, self.fused_head,
+                              position_ids=position_ids, cu_seqlens=cu_seqlens)

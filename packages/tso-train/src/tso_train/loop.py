@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from tso_train import checkpoint as ckpt
-from tso_train.data import EncodedPair, collate_pairs, encode_pairs, pad_id_of, split_global_batch
+from tso_train.data import EncodedPair, batch_tokens, collate_pairs, encode_pairs, pad_id_of, split_global_batch
 from tso_train.engine import (
     all_reduce_sum,
     check_batch_sizes,
@@ -48,6 +48,7 @@ from tso_train.errors import NonFiniteLossError, TSOTrainError
 from tso_train.logprobs import SequenceLogps
 from tso_train.losses import PairLogps, make_loss
 from tso_train.metrics import MetricsLog, StepAccumulator
+from tso_train.packing import enable_packing
 from tso_train.snapshot import read_snapshot
 
 
@@ -82,6 +83,7 @@ class FitConfig:
     resume: bool = False
     save_every: int = 50
     length_average: bool = False
+    packing: bool = True  # padding-free micro-batches where the model supports it
     # set by tests / the benchmark: called after every optimiser step with the metrics row
     on_step: Callable[[dict], None] | None = field(default=None, repr=False)
 
@@ -152,7 +154,8 @@ def _to(batch: dict, device) -> dict:
 
 
 @torch.no_grad()
-def reference_logps(engine, pairs: list[EncodedPair], indices: np.ndarray, batch_size: int, pad_id: int, n_total: int) -> torch.Tensor:
+def reference_logps(engine, pairs: list[EncodedPair], indices: np.ndarray, batch_size: int, pad_id: int, n_total: int,
+                    packed: bool = False) -> torch.Tensor:
     """Summed log-probs [n_total, 2] (chosen, rejected) of the part's pairs under the current
     policy. Work is dealt across ranks and summed; every rank runs the same number of forwards
     (ZeRO-3 gathers parameters collectively)."""
@@ -167,7 +170,7 @@ def reference_logps(engine, pairs: list[EncodedPair], indices: np.ndarray, batch
     try:
         for j in range(rk, len(batches), ws):
             idx = batches[j] or batches[0][:1]  # a padding batch: same work, result discarded
-            sums, _ = engine(**_to(collate_pairs([pairs[i] for i in idx], pad_id), device))
+            sums, _ = engine(**_to(collate_pairs([pairs[i] for i in idx], pad_id, packed), device))
             if batches[j]:
                 b = len(idx)
                 ref[idx, 0] = sums[:b].double().cpu()
@@ -216,7 +219,8 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     # pair, so take the smallest plan's batch and re-plan the others with it.
     gb0 = min(p.global_batch for p in plans)
     plans = [replace_global_batch(p, len(part), gb0, cfg) for p, part in zip(plans, parts)]
-    engine = initialize(SequenceLogps(lm), engine_options(cfg, gb0), weight_decay_module=lm)
+    packed = cfg.packing and enable_packing(lm)
+    engine = initialize(SequenceLogps(lm, packed=packed), engine_options(cfg, gb0), weight_decay_module=lm)
     gas = gb0 // (cfg.micro_batch * world_size())
 
     out.mkdir(parents=True, exist_ok=True)
@@ -253,7 +257,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
         if resuming_here:
             ref = torch.as_tensor(start["ref"], dtype=torch.float64)
         else:
-            ref = reference_logps(engine, pairs, parts[part], cfg.micro_batch, pad_id, len(pairs))
+            ref = reference_logps(engine, pairs, parts[part], cfg.micro_batch, pad_id, len(pairs), packed)
         first_epoch = start["epoch"] if part == start["part"] else 0
         for epoch in range(first_epoch, cfg.epochs):
             order = epoch_order(parts[part], cfg.seed, part, epoch)
@@ -268,7 +272,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
                 acc = StepAccumulator()
                 t0 = time.perf_counter()
                 for m, idx in enumerate(micro):
-                    batch = _to(collate_pairs([pairs[i] for i in idx], pad_id), device)
+                    batch = _to(collate_pairs([pairs[i] for i in idx], pad_id, packed), device)
                     sums, counts = engine(**batch)
                     b = len(idx)
                     r = ref[idx].to(device=sums.device, dtype=sums.dtype)
@@ -280,7 +284,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
                     # engine.backward divides by the accumulation steps and ranks average
                     # gradients: the update is the mean over the global batch.
                     engine.backward(loss_out.losses.sum() / cfg.micro_batch)
-                    acc.add(loss_out, pc, pr, int(batch["attention_mask"].sum()))
+                    acc.add(loss_out, pc, pr, batch_tokens(batch))
                     if m < gas - 1:
                         engine.step()
                 row, tokens = acc.reduce()

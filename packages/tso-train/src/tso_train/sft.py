@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tso_train import checkpoint as ckpt
-from tso_train.data import EncodedSequence, encode_conversation, pad_id_of, pad_sequences, split_global_batch
+from tso_train.data import EncodedSequence, batch_tokens, collate_sequences, encode_conversation, pad_id_of, split_global_batch
 from tso_train.engine import (
     all_reduce_sum, check_batch_sizes, cosine_lr, engine_options, grad_norm_after_step, grad_norm_before_step, ensure_distributed_env, initialize,
     load_causal_lm, peak_memory_bytes, rank, set_lr, tune_cpu_allocator, world_size,
@@ -31,6 +31,7 @@ from tso_train.engine import (
 from tso_train.errors import NonFiniteLossError, TSOTrainError
 from tso_train.logprobs import SequenceLogps
 from tso_train.metrics import MetricsLog
+from tso_train.packing import enable_packing
 from tso_train.snapshot import _check_roles_sft, Message
 
 
@@ -57,6 +58,7 @@ class SFTConfig:
     deepspeed_config: str | None = None
     resume: bool = False
     save_every: int = 50
+    packing: bool = True  # padding-free micro-batches where the model supports it
     on_step: Callable[[dict], None] | None = field(default=None, repr=False)
 
 
@@ -132,7 +134,8 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
     steps_per_epoch = len(seqs) // gb
     total = steps_per_epoch * cfg.epochs
     warmup = int(math.ceil(cfg.warmup_ratio * total))
-    engine = initialize(SequenceLogps(lm), engine_options(cfg, gb), weight_decay_module=lm)
+    packed = cfg.packing and enable_packing(lm)
+    engine = initialize(SequenceLogps(lm, packed=packed), engine_options(cfg, gb), weight_decay_module=lm)
     device = next(engine.module.parameters()).device
     pad_id = pad_id_of(tokenizer)
     fingerprint = {"n": len(seqs), "global_batch": gb, "micro_batch": cfg.micro_batch, "seed": cfg.seed,
@@ -171,12 +174,12 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
             t0 = time.perf_counter()
             n_tokens = 0
             for m, idx in enumerate(micro):
-                batch = {k: v.to(device) for k, v in pad_sequences([seqs[i] for i in idx], pad_id).items()}
+                batch = {k: v.to(device) for k, v in collate_sequences([seqs[i] for i in idx], pad_id, packed).items()}
                 sums, _ = engine(**batch)
                 nll = -sums.sum()
                 engine.backward(nll * scale)
                 nll_sum += nll.detach().double().cpu()
-                n_tokens += int(batch["attention_mask"].sum())
+                n_tokens += batch_tokens(batch)
                 if m < gas - 1:
                     engine.step()
             totals = all_reduce_sum(torch.tensor([float(nll_sum), float(n_tokens)], dtype=torch.float64))
