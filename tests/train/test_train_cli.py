@@ -158,3 +158,56 @@ def test_plot_writes_the_figures(tmp_path):
     for name in ("rewards.png", "grad_weight.png", "loss.png"):
         png = run / "plots" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_sft_interrupted_then_resumed_ends_with_the_same_weights(tmp_path, tiny_model_dir):
+    """`tso-train sft --resume` continues from the last engine checkpoint (mid-epoch here) and
+    ends with the weights of an uninterrupted run with the same seed; metrics rows are not doubled."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from transformers import AutoModelForCausalLM
+
+    from tso_train.sft import SFTConfig, sft
+
+    convs = [[{"role": "user", "content": f"Judge answer {i}: " + "the sky is blue. " * (i % 5)},
+              {"role": "assistant", "content": f"Accurate. Score: {i % 10}" + "!" * (i % 7)}] for i in range(32)]
+    data = tmp_path / "judge_sft.parquet"
+    pq.write_table(pa.table({"messages": convs}), data)
+    settings = dict(epochs=2, global_batch=8, micro_batch=4, lr=3e-3, warmup_ratio=0.25)  # 4 steps per epoch
+
+    def stop_at_step_6(row: dict) -> None:
+        if row["step"] == 6:
+            raise _Interrupted
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(_Interrupted):  # checkpoints at steps 3 and 6 would follow their rows: only step 3's exists
+        sft(SFTConfig(data=str(data), model=str(tiny_model_dir), out=str(out), save_every=3, on_step=stop_at_step_6,
+                      **settings))
+    assert not (out / "final").exists() and (out / "checkpoints" / "step-3").is_dir()
+    before = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(before) == 6
+    resumed = CliRunner().invoke(cli, ["sft", str(data), "--model", str(tiny_model_dir), "--out", str(out), "--epochs", "2",
+                                       "--global-batch", "8", "--micro-batch", "4", "--lr", "3e-3", "--warmup-ratio",
+                                       "0.25", "--save-every", "3", "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert lines[:3] == before[:3]  # steps 1-3 were not redone (their timings would differ)
+    rows = [json.loads(x) for x in lines]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+
+    straight_rows: list[dict] = []
+    straight = tmp_path / "straight"
+    sft(SFTConfig(data=str(data), model=str(tiny_model_dir), out=str(straight), save_every=0,
+                  on_step=straight_rows.append, **settings))
+    for a, b in zip(rows, straight_rows):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["lr"] == pytest.approx(b["lr"])
+    w_resumed = AutoModelForCausalLM.from_pretrained(out / "final").state_dict()
+    w_straight = AutoModelForCausalLM.from_pretrained(straight / "final").state_dict()
+    diff = max(float((w_resumed[k] - w_straight[k]).abs().max()) for k in w_straight)
+    assert diff < 1e-5, diff
+    initial = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    assert max(float((w_straight[k] - initial[k]).abs().max()) for k in initial) > 1e-3  # it did train

@@ -172,19 +172,37 @@ def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
     return int(batch["input_ids"].numel())
 
 
-def split_global_batch(items: Sequence, micro_batch: int, world_size: int, rank: int, key) -> list[list]:
-    """Length-sort a global batch and deal its micro-batches round-robin to the ranks.
+def split_global_batch(items: Sequence, micro_batch: int, world_size: int, rank: int, key,
+                       balance_tokens: bool = False) -> list[list]:
+    """This rank's micro-batches of a global batch: ``len(items) / micro_batch`` of them in all,
+    dealt round-robin to the ranks (micro-batch j goes to rank j % world).
 
-    The optimiser step's gradient is a sum over the global batch, so the order inside it does
-    not change the update — sorting only cuts padding. Micro-batch j goes to rank j % world.
+    The optimiser step's gradient is a sum over the global batch, so how it is cut does not
+    change the update. Padded batches (``key`` = padded length): length-sorted chunks of
+    ``micro_batch`` items, which cuts padding. Packed batches (``balance_tokens``, ``key`` =
+    tokens): groups with nearly equal token totals (longest first, each to the lightest group),
+    so the largest forward — which sets the peak activation memory — is as small as it can be;
+    a group may then hold more or fewer than ``micro_batch`` items.
 
     >>> split_global_batch([5, 1, 4, 2, 3, 6], 2, 1, 0, key=lambda x: x)
     [[1, 2], [3, 4], [5, 6]]
     >>> split_global_batch([5, 1, 4, 2], 1, 2, 1, key=lambda x: x)
     [[2], [5]]
+    >>> split_global_batch([9, 1, 1, 1, 4, 4], 2, 1, 0, key=lambda x: x, balance_tokens=True)
+    [[9], [1, 1, 4], [1, 4]]
     """
-    ordered = sorted(items, key=key)
-    micro = [ordered[i : i + micro_batch] for i in range(0, len(ordered), micro_batch)]
+    n_groups = len(items) // micro_batch
+    if not balance_tokens:
+        ordered = sorted(items, key=key)
+        micro = [ordered[i : i + micro_batch] for i in range(0, len(ordered), micro_batch)]
+    else:
+        micro = [[] for _ in range(n_groups)]
+        totals = [0] * n_groups
+        for item in sorted(items, key=key, reverse=True):  # stable: ties keep their batch order
+            lightest = min(range(n_groups), key=lambda g: (totals[g], len(micro[g]), g))
+            micro[lightest].append(item)
+            totals[lightest] += key(item)
+        micro = [sorted(m, key=key) for m in micro]
     return micro[rank::world_size]
 
 

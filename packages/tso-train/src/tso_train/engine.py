@@ -131,6 +131,9 @@ def build_ds_config(opts: EngineOptions) -> dict[str, Any]:
                 # torch's AdamW: no 70 s FusedAdam build on CPU. With offload on a GPU
                 # machine DeepSpeed's CPU Adam is the fast choice.
                 "torch_adam": not (on_gpu and opts.offload),
+                # on CPU, torch's fused kernel: one pass over each tensor and none of the
+                # parameter-sized temporaries of the foreach implementation
+                **({} if on_gpu else {"fused": True}),
             },
         },
         "zero_force_ds_cpu_optimizer": False,
@@ -212,6 +215,10 @@ def initialize(module: nn.Module, opts: EngineOptions, *, weight_decay_module: n
         model_parameters=param_groups(weight_decay_module or module, opts.weight_decay),
         config=config,
     )
+    if world_size() == 1 and opts.zero == 0:
+        # One rank, ZeRO 0: the gradient all-reduce is an identity, yet DeepSpeed would flatten
+        # every gradient into a bucket, "reduce" it and copy it back at each optimiser step.
+        engine.enable_backward_allreduce = False
     return engine
 
 

@@ -267,7 +267,8 @@ def fit(cfg: FitConfig, progress=None) -> dict:
                 lr = cosine_lr(part_step, plan.total_steps, plan.warmup_steps, cfg.lr)
                 set_lr(engine, lr)
                 batch_idx = order[step * gb0 : (step + 1) * gb0].tolist()
-                micro = split_global_batch(batch_idx, cfg.micro_batch, world_size(), rank(), key=lambda i: pairs[i].length)
+                micro = split_global_batch(batch_idx, cfg.micro_batch, world_size(), rank(), balance_tokens=packed,
+                                           key=(lambda i: pairs[i].n_tokens) if packed else (lambda i: pairs[i].length))
                 assert len(micro) == gas
                 acc = StepAccumulator()
                 t0 = time.perf_counter()

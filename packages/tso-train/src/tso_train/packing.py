@@ -65,8 +65,8 @@ def _segment_attention(query, key, value, bounds: list[int], dropout: float, sca
             i = torch.arange(n, device=query.device)
             mask = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < sliding_window)
         outs.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout,
-                                                   scale=scaling, enable_gqa=gqa))
-    return torch.cat(outs, dim=2).transpose(1, 2).contiguous()
+                                                   scale=scaling, enable_gqa=gqa).transpose(1, 2))
+    return torch.cat(outs, dim=1)  # one copy, already in the [1, N, H, D] layout o_proj reads
 
 
 def packed_attention_forward(module: nn.Module, query, key, value, attention_mask, dropout: float = 0.0,

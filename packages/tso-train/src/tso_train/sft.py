@@ -165,7 +165,8 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
             lr = cosine_lr(epoch * steps_per_epoch + step, total, warmup, cfg.lr)
             set_lr(engine, lr)
             idx_all = order[step * gb : (step + 1) * gb].tolist()
-            micro = split_global_batch(idx_all, cfg.micro_batch, world_size(), rank(), key=lambda i: len(seqs[i]))
+            micro = split_global_batch(idx_all, cfg.micro_batch, world_size(), rank(), key=lambda i: len(seqs[i]),
+                                       balance_tokens=packed)
             # token-mean over the global batch: every rank needs the global count first
             local_tokens = sum(int(seqs[i].label_mask[1:].sum()) for m in micro for i in m)
             global_tokens = float(all_reduce_sum(torch.tensor([float(local_tokens)], dtype=torch.float64))[0])
