@@ -127,3 +127,20 @@ def test_packed_attention_keeps_a_sliding_window():
     assert torch.allclose(packed[0], padded[0], atol=1e-4)
     for name, g in padded[2].items():
         assert torch.allclose(packed[2][name], g, atol=1e-5, rtol=1e-4), name
+
+
+def test_lean_mlp_gives_the_same_logps_and_gradients(tiny_model_dir):
+    """The gated-SiLU MLP that keeps only gate(x) and up(x) for backward changes no number."""
+    from transformers import AutoModelForCausalLM
+
+    from tso_train.data import collate_sequences
+    from tso_train.mlp import use_lean_mlp
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    batch = collate_sequences(_random_sequences(model.config.vocab_size, [7, 12, 4], seed=2), pad_id=0)
+    plain = _logps_and_grads(model, batch)
+    assert use_lean_mlp(model) == model.config.num_hidden_layers
+    lean = _logps_and_grads(model, batch)
+    assert torch.allclose(lean[0], plain[0], atol=1e-5)
+    for name, g in plain[2].items():
+        assert torch.allclose(lean[2][name], g, atol=1e-6, rtol=1e-5), name

@@ -48,6 +48,7 @@ from tso_train.errors import NonFiniteLossError, TSOTrainError
 from tso_train.logprobs import SequenceLogps
 from tso_train.losses import PairLogps, make_loss
 from tso_train.metrics import MetricsLog, StepAccumulator
+from tso_train.mlp import use_lean_mlp
 from tso_train.packing import enable_packing
 from tso_train.snapshot import read_snapshot
 
@@ -221,6 +222,8 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     plans = [replace_global_batch(p, len(part), gb0, cfg) for p, part in zip(plans, parts)]
     packed = cfg.packing and enable_packing(lm)
     engine = initialize(SequenceLogps(lm, packed=packed), engine_options(cfg, gb0), weight_decay_module=lm)
+    if engine.zero_optimization_stage() < 3:  # the stage a --deepspeed-config may have set
+        use_lean_mlp(lm)
     gas = gb0 // (cfg.micro_batch * world_size())
 
     out.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from tso_train.engine import (
 from tso_train.errors import NonFiniteLossError, TSOTrainError
 from tso_train.logprobs import SequenceLogps
 from tso_train.metrics import MetricsLog
+from tso_train.mlp import use_lean_mlp
 from tso_train.packing import enable_packing
 from tso_train.snapshot import _check_roles_sft, Message
 
@@ -136,6 +137,8 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
     warmup = int(math.ceil(cfg.warmup_ratio * total))
     packed = cfg.packing and enable_packing(lm)
     engine = initialize(SequenceLogps(lm, packed=packed), engine_options(cfg, gb), weight_decay_module=lm)
+    if engine.zero_optimization_stage() < 3:  # the stage a --deepspeed-config may have set
+        use_lean_mlp(lm)
     device = next(engine.module.parameters()).device
     pad_id = pad_id_of(tokenizer)
     fingerprint = {"n": len(seqs), "global_batch": gb, "micro_batch": cfg.micro_batch, "seed": cfg.seed,
