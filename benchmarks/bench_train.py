@@ -4,9 +4,11 @@ Same locally built Llama, same hh-rlhf pairs, batch, max length, fp32, number of
 pass over the pairs). Three arms, each in its own subprocess so peak RSS is its own:
 
 * ``tso``            `tso-train fit --loss dpo --parts 1 --epochs 1` at its default micro-batch
-                     (4 pairs, accumulated to the global batch; reference log-probs computed
-                     once by the policy; no reference model in memory)
-* ``tso_mb8``        the same with micro-batch = the global batch (no accumulation), like TRL
+                     (4 pairs on average, accumulated to the global batch; padding-free packed
+                     micro-batches of balanced token totals; reference log-probs computed once by
+                     the policy; no reference model in memory)
+* ``tso_mb8``        the same with micro-batch = the global batch (no accumulation), like TRL:
+                     the same compute (packing leaves no padding to save), twice the activations
 * ``trl``            TRL DPOTrainer with its defaults (per-device batch 8 = the global batch, a
                      second model copy as reference)
 * ``trl_precompute`` TRL with ``precompute_ref_log_probs=True``
@@ -17,7 +19,8 @@ tokenisation and saving excluded for both; TRL's tokenisation happens in its con
 The end-to-end seconds (model load to trained model) are reported too. Tokens = non-pad tokens of chosen + rejected sequences of the trained pairs
 under the model's chat template (the same count for every arm).
 
-    python -m benchmarks.bench_train            # 512 pairs, ~11M-param Llama (scaled default)
+    python -m benchmarks.bench_train --pairs 64   # the recorded run: 8 steps, ~11M-param Llama
+    python -m benchmarks.bench_train            # 512 pairs (> 10 min per arm on 2 shared cores)
     python -m benchmarks.bench_train --pairs 2000
     python -m benchmarks.bench_train --small    # 64 pairs, ~1M params: a quick check
 """

@@ -40,6 +40,7 @@ from tso_train.engine import (
     load_causal_lm,
     peak_memory_bytes,
     rank,
+    release_freed_memory,
     set_lr,
     tune_cpu_allocator,
     world_size,
@@ -261,6 +262,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
             ref = torch.as_tensor(start["ref"], dtype=torch.float64)
         else:
             ref = reference_logps(engine, pairs, parts[part], cfg.micro_batch, pad_id, len(pairs), packed)
+            release_freed_memory()
         first_epoch = start["epoch"] if part == start["part"] else 0
         for epoch in range(first_epoch, cfg.epochs):
             order = epoch_order(parts[part], cfg.seed, part, epoch)
@@ -288,6 +290,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
                     # engine.backward divides by the accumulation steps and ranks average
                     # gradients: the update is the mean over the global batch.
                     engine.backward(loss_out.losses.sum() / cfg.micro_batch)
+                    release_freed_memory()
                     acc.add(loss_out, pc, pr, batch_tokens(batch))
                     if m < gas - 1:
                         engine.step()

@@ -26,7 +26,7 @@ from tso_train import checkpoint as ckpt
 from tso_train.data import EncodedSequence, batch_tokens, collate_sequences, encode_conversation, pad_id_of, split_global_batch
 from tso_train.engine import (
     all_reduce_sum, check_batch_sizes, cosine_lr, engine_options, grad_norm_after_step, grad_norm_before_step, ensure_distributed_env, initialize,
-    load_causal_lm, peak_memory_bytes, rank, set_lr, tune_cpu_allocator, world_size,
+    load_causal_lm, peak_memory_bytes, rank, release_freed_memory, set_lr, tune_cpu_allocator, world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
 from tso_train.logprobs import SequenceLogps
@@ -182,6 +182,7 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
                 sums, _ = engine(**batch)
                 nll = -sums.sum()
                 engine.backward(nll * scale)
+                release_freed_memory()
                 nll_sum += nll.detach().double().cpu()
                 n_tokens += batch_tokens(batch)
                 if m < gas - 1:
