@@ -133,7 +133,9 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
     >>> snapshot_digest(df, "{}") == snapshot_digest(df.reverse(), "{}")
     True
     """
-    lines = conv.sort("pair_id").select(
+    if not conv.get_column("pair_id").is_sorted():  # snapshot_table hands it over sorted
+        conv = conv.sort("pair_id")
+    lines = conv.select(
         pl.concat_str(
             pl.col("pair_id"),
             pl.col("chosen_score").cast(pl.String).fill_null(""),
