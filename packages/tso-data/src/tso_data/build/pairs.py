@@ -27,13 +27,16 @@ If a kind has fewer draws than asked, all are kept and the shortfall is reported
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import duckdb
 import numpy as np
 import polars as pl
 
 from tso_data.build.config import ResolvedPools, RoundConfig
+from tso_data.ids import sql_hash
 from tso_data.scoring import tau_per_prompt
 
 # Random streams: one per kind of draw, so changing one part never shifts another.
@@ -41,7 +44,7 @@ _S_POS_SOURCE, _S_POS_ANSWER, _S_NEG_SOURCE, _S_NEG_ANSWER = 1, 2, 3, 4
 _S_BASE_TIE, _S_BASE_POS, _S_BASE_NEG, _S_ORDER_MATRIX, _S_ORDER_BASE = 5, 6, 7, 8, 9
 
 PAIR_KEY_COLUMNS = [
-    "prompt_id", "kind", "chosen_id", "rejected_id", "chosen_source", "rejected_source",
+    "pair_id", "prompt_id", "kind", "chosen_id", "rejected_id", "chosen_source", "rejected_source",
     "chosen_score", "rejected_score",
 ]
 
@@ -179,32 +182,45 @@ def candidates(
         inputs.answers.select("prompt_id", "source", pl.col("answer_id").alias("target_id"), "turns"),
         inputs.responses.select("prompt_id", pl.col("model").alias("source"), pl.col("response_id").alias("target_id"), "turns"),
     ], how="vertical_relaxed")
-    # dense prompt codes instead of a join on string ids: one categorical cast over the
-    # round's prompt ids followed by the answers' (one cast, so one string → one code)
-    all_ids = pl.concat([prompts.get_column("prompt_id"), texts.get_column("prompt_id")], rechunk=False)
-    codes = all_ids.cast(pl.Categorical(pl.Categories.random())).to_physical().cast(pl.Int64)
-    n_codes = int(codes.max()) + 1 if codes.len() else 0  # type: ignore[arg-type]
-    pc_p = codes.head(prompts.height).to_numpy()
+    with ThreadPoolExecutor(max_workers=1) as thread:  # the codes' cast runs beside the rest
+        coding = thread.submit(_prompt_codes, prompts.get_column("prompt_id"), texts.get_column("prompt_id"))
+        slim = texts.select(
+            si=pl.col("source").cast(pl.Enum(sources), strict=False).to_physical().cast(pl.UInt16),
+            n=pl.col("turns").list.len().cast(pl.Int64),
+            tid=_id_key("target_id"),
+        )
+        score = _scores_of(slim, inputs.scores, sources.index(base_model))
+        pc_p, pc = coding.result()
+    n_codes = int(max(pc_p.max(initial=0), pc.max(initial=0))) + 1  # (one spare code when empty)
     pid = np.zeros(n_codes, dtype=np.uint64)
     pid[pc_p] = prompts.select(_id_key("prompt_id")).to_series().to_numpy()
     turns_of = np.full(n_codes, -1, dtype=np.int64)  # -1: not a prompt of the round
     turns_of[pc_p] = prompts.get_column("n_turns").cast(pl.Int64).to_numpy()
     prompt_row = np.full(n_codes, -1, dtype=np.int64)
     prompt_row[pc_p] = np.arange(prompts.height)
-    slim = texts.select(
-        si=pl.col("source").cast(pl.Enum(sources), strict=False).to_physical().cast(pl.UInt16),
-        n=pl.col("turns").list.len().cast(pl.Int64),
-        tid=_id_key("target_id"),
-    ).with_columns(pc=codes.slice(prompts.height).cast(pl.UInt32)).with_row_index("cid")
-    pc = slim["pc"].to_numpy()
     n_turns = turns_of[pc]
     used = (n_turns >= 0) & slim["si"].is_not_null().to_numpy()
     complete = n_turns == slim["n"].to_numpy()
     n_incomplete = int((used & ~complete).sum())
-    rows = slim.filter(pl.Series(used & complete)).select("cid", "pc", "si", "tid")
-    rows = rows.with_columns(score=pl.Series(_scores_of(rows, inputs.scores, sources.index(base_model)), nan_to_null=True))
+    keep = np.flatnonzero(used & complete)
+    rows = pl.DataFrame({
+        "cid": keep.astype(np.uint32),
+        "pc": pc[keep].astype(np.uint32),
+        "si": slim["si"].to_numpy()[keep].astype(np.uint16),
+        "tid": slim["tid"].to_numpy()[keep],
+        "score": pl.Series(score[keep], nan_to_null=True),
+    })
     cand = Candidates(rows, texts, sources, pid, prompt_row, prompts.get_column("prompt_id").rechunk())
     return cand, {"answers with a wrong number of turns": n_incomplete}
+
+
+def _prompt_codes(prompt_ids: pl.Series, answer_prompt_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Dense integer codes for the round's prompt ids and the answers' prompt ids, in place
+    of a join on strings: one categorical cast over both (one cast, so one string → one
+    code; which code depends on the order strings are met, so codes never key a draw)."""
+    both = pl.concat([prompt_ids, answer_prompt_ids], rechunk=False)
+    codes = both.cast(pl.Categorical(pl.Categories.random())).to_physical().to_numpy()
+    return codes[: prompt_ids.len()], codes[prompt_ids.len():]
 
 
 def _scores_of(rows: pl.DataFrame, scores: pl.DataFrame, base_si: int) -> np.ndarray:
@@ -312,7 +328,7 @@ class _Kind:
 
     name: str
     slots: pl.DataFrame  # pc, pid, d
-    draw: Callable[[pl.DataFrame], pl.DataFrame]  # slots → pc, d, c_cid, r_cid, c_tid, r_tid, c_score, r_score
+    draw: Callable[[pl.DataFrame], pl.DataFrame]  # slots (pc, pid, d, _p) → pairs: pc, d, _p, c_*, r_* (_SIDE)
     stream: int
 
 
@@ -350,7 +366,7 @@ def matrix_kind(
         pc, d, pid = batch["pc"].to_numpy(), batch["d"].to_numpy(), batch["pid"].to_numpy()
         c = pos.draw(pc, d, pid, seed, _S_POS_SOURCE, _S_POS_ANSWER)
         r = neg.draw(pc, d, pid, seed, _S_NEG_SOURCE, _S_NEG_ANSWER)
-        pairs = batch.select("pc", "d").with_columns(**_side(pos.rows, c, "c"), **_side(neg.rows, r, "r"))
+        pairs = batch.select("pc", "d", "_p").with_columns(**_side(pos.rows, c, "c"), **_side(neg.rows, r, "r"))
         same = cand.same_text(pairs["c_cid"].to_numpy(), pairs["r_cid"].to_numpy())
         if same.any():  # the rejected must differ from the chosen: redraw among those that do
             pairs = pl.concat([pairs.filter(pl.Series(~same)), _redraw_rejected(pairs.filter(pl.Series(same)))])
@@ -360,11 +376,11 @@ def matrix_kind(
         # Drawing among the negatives whose text differs from the chosen gives what drawing
         # among all did wherever the winner's text differed (a race's winner stays the
         # winner when losers leave), so only these slots need the filtered draw.
-        rows = neg.rows.join(bad.select("pc", "d", *[f"c_{c}" for c in _SIDE]), on="pc")
+        rows = neg.rows.join(bad.select("pc", "d", "_p", *[f"c_{c}" for c in _SIDE]), on="pc")
         rows = rows.filter(pl.Series(~cand.same_text(rows["cid"].to_numpy(), rows["c_cid"].to_numpy())))
         rows = rows.with_columns(pid=pl.Series(cand.pid[rows["pc"].to_numpy()]))
         won = _draw_source_then_answer(rows, neg.weights, seed, _S_NEG_SOURCE, _S_NEG_ANSWER, ["pc", "d"])
-        return won.select("pc", "d", *[f"c_{c}" for c in _SIDE], **{f"r_{c}": c for c in _SIDE})
+        return won.select("pc", "d", "_p", *[f"c_{c}" for c in _SIDE], **{f"r_{c}": c for c in _SIDE})
 
     return _Kind("matrix", slots, draw, _S_ORDER_MATRIX), skipped
 
@@ -413,7 +429,7 @@ def base_kind(
     def draw(batch: pl.DataFrame) -> pl.DataFrame:
         if best is not None and worst is not None:
             pc = batch["pc"].to_numpy()
-            pairs = batch.select("pc", "d").with_columns(**_side(base, best[pc], "c"), **_side(base, worst[pc], "r"))
+            pairs = batch.select("pc", "d", "_p").with_columns(**_side(base, best[pc], "c"), **_side(base, worst[pc], "r"))
         else:
             rows = base.join(batch.select("pc").unique(), on="pc", how="semi")
             if config.pairing == "best-worst":
@@ -432,7 +448,7 @@ def base_kind(
                 downs = _uniform_pick(rows.filter(~pl.col("above")).join(batch.select("pc", "d"), on="pc"), config.seed, _S_BASE_NEG)
             pairs = ups.select("pc", "d", **{f"c_{c}": c for c in cols}).join(
                 downs.select("pc", "d", **{f"r_{c}": c for c in cols}), on=["pc", "d"], how="inner"
-            )
+            ).join(batch.select("pc", "d", "_p"), on=["pc", "d"])
         # a pair of equal texts is no pair (best and worst may read the same)
         return pairs.filter(pl.Series(~cand.same_text(pairs["c_cid"].to_numpy(), pairs["r_cid"].to_numpy())))
 
@@ -468,7 +484,7 @@ def _draw_in_order(kind: _Kind, need: int | None, seed: int) -> tuple[pl.DataFra
     order = np.lexsort((prio, slots["d"].to_numpy()))
     slots = slots.with_columns(_p=pl.Series(prio))[pl.Series(order)]
     if need is None:
-        drawn = _dedupe(kind.draw(slots).join(slots.select("pc", "d", "_p"), on=["pc", "d"]))
+        drawn = _dedupe(kind.draw(slots))
         return drawn, drawn.height
     drawn = pl.DataFrame()
     start = 0
@@ -476,7 +492,7 @@ def _draw_in_order(kind: _Kind, need: int | None, seed: int) -> tuple[pl.DataFra
         size = int((need - drawn.height) * 1.02) + 256
         batch = slots.slice(start, size)
         start += size
-        new = kind.draw(batch).join(batch.select("pc", "d", "_p"), on=["pc", "d"])
+        new = kind.draw(batch)
         drawn = _dedupe(pl.concat([drawn, new], how="vertical_relaxed") if drawn.height else new)
     return drawn, drawn.height + max(0, slots.height - start)
 
@@ -531,21 +547,30 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
     sources = sorted(set(pools.positive) | set(pools.negative) | {pools.base_model})
     cand, skipped = candidates(inputs, config, sources, pools.base_model)
     warnings = list(pools.warnings)
-    kinds: list[_Kind] = []
-    tau: float | None = None
-    if config.mix_matrix > 0:
-        m, sk = matrix_kind(cand, pools, config, sources)
-        skipped.update(sk)
-        kinds.append(m)
-    if want_base:
-        b, tau, sk = base_kind(cand, pools, config, sources)
-        skipped.update(sk)
-        kinds.append(b)
     need = _targets(config, {"matrix": 0, "base": 0}) if config.pairs is not None else None
+
+    def draw_matrix() -> tuple[pl.DataFrame, int, dict[str, int]]:
+        kind, sk = matrix_kind(cand, pools, config, sources)
+        return (*_draw_in_order(kind, need["matrix"] if need else None, config.seed), sk)
+
+    def draw_base() -> tuple[pl.DataFrame, int, dict[str, int], float | None]:
+        kind, tau, sk = base_kind(cand, pools, config, sources)
+        return (*_draw_in_order(kind, need["base"] if need else None, config.seed), sk, tau)
+
+    # the two kinds share nothing but the candidates: draw them on two threads (Polars and
+    # NumPy release the GIL), each deterministic on its own
     drawn: dict[str, pl.DataFrame] = {}
     available = {"matrix": 0, "base": 0}
-    for kind in kinds:
-        drawn[kind.name], available[kind.name] = _draw_in_order(kind, need[kind.name] if need else None, config.seed)
+    tau: float | None = None
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        matrix = threads.submit(draw_matrix) if config.mix_matrix > 0 else None
+        base = threads.submit(draw_base) if want_base else None
+        if matrix is not None:
+            drawn["matrix"], available["matrix"], sk = matrix.result()
+            skipped.update(sk)
+        if base is not None:
+            drawn["base"], available["base"], sk, tau = base.result()
+            skipped.update(sk)
     requested = need if need is not None else _targets(config, available)
     chosen_frames = [_select(drawn[k], requested[k]).with_columns(kind=pl.lit(k)) for k in drawn if drawn[k].height]
     for kind, n in requested.items():
@@ -554,14 +579,7 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
                 f"fewer {kind} pairs than asked: {n} asked, only {available[kind]} possible "
                 f"(built what is possible; see the skipped prompts in --dry-run)"
             )
-    stats = (
-        cand.rows.group_by("si")
-        .agg(pl.len().alias("answers"), pl.col("score").mean().alias("mean_score"),
-             pl.col("score").is_not_null().sum().alias("scored"))
-        .with_columns(source=pl.col("si").replace_strict(dict(enumerate(sources)), return_dtype=pl.String))
-        .drop("si")
-        .sort("source")
-    )
+    stats = _source_stats(cand)
     present = set(stats["source"])
     for source in sources:
         if source not in present and (want_base or source != pools.base_model):
@@ -578,27 +596,63 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
     )
 
 
+def _source_stats(cand: Candidates) -> pl.DataFrame:
+    """Per source present: answers, scored answers and mean score (null if none scored)."""
+    si = cand.rows["si"].to_numpy()
+    score = cand.rows["score"].fill_null(np.nan).to_numpy()
+    scored = ~np.isnan(score)
+    n = len(cand.sources)
+    answers = np.bincount(si, minlength=n)
+    n_scored = np.bincount(si, weights=scored, minlength=n).astype(np.int64)
+    total = np.bincount(si[scored], weights=score[scored], minlength=n)
+    present = np.flatnonzero(answers)
+    return pl.DataFrame({
+        "answers": answers[present].astype(np.uint32),
+        "mean_score": np.where(n_scored[present] > 0, total[present] / np.maximum(n_scored[present], 1), np.nan),
+        "scored": n_scored[present].astype(np.uint32),
+        "source": [cand.sources[i] for i in present],
+    }).with_columns(pl.col("mean_score").fill_nan(None)).sort("source")
+
+
 def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:
     """Strings at last: prompt ids, answer ids, sources and turns of chosen and rejected."""
     if pairs.height == 0:
         return pl.DataFrame(
-            schema={"prompt_id": pl.String, "kind": pl.String, "chosen_id": pl.String, "rejected_id": pl.String,
+            schema={"pair_id": pl.String, "prompt_id": pl.String, "kind": pl.String, "chosen_id": pl.String, "rejected_id": pl.String,
                     "chosen_source": pl.String, "rejected_source": pl.String, "chosen_score": pl.Float64,
                     "rejected_score": pl.Float64, "chosen_turns": pl.List(pl.String), "rejected_turns": pl.List(pl.String)}
         )
-    c_idx = pairs["c_cid"].cast(pl.UInt32)
-    r_idx = pairs["r_cid"].cast(pl.UInt32)
     names = pl.Series(cand.sources, dtype=pl.String)
-    # chosen and rejected texts differ: checked when drawing
-    return pl.DataFrame({
-        "prompt_id": cand.prompt_ids.gather(pl.Series(cand.prompt_row[pairs["pc"].to_numpy()])),
+    ids = pl.DataFrame({
         "kind": pairs["kind"],
-        "chosen_id": cand.target_ids.gather(c_idx),
-        "rejected_id": cand.target_ids.gather(r_idx),
-        "chosen_source": names.gather(pairs["c_si"].cast(pl.UInt32)),
-        "rejected_source": names.gather(pairs["r_si"].cast(pl.UInt32)),
-        "chosen_score": pairs["c_score"].cast(pl.Float64),
-        "rejected_score": pairs["r_score"].cast(pl.Float64),
-        "chosen_turns": cand.turns.gather(c_idx),
-        "rejected_turns": cand.turns.gather(r_idx),
+        "prompt_id": cand.prompt_ids.gather(pl.Series(cand.prompt_row[pairs["pc"].to_numpy()])),
+        "chosen_id": cand.target_ids.gather(pairs["c_cid"]),
+        "rejected_id": cand.target_ids.gather(pairs["r_cid"]),
     })
+    # rows in pair_id order, the snapshot's order: the texts are gathered once, in place
+    ids = ids.with_columns(pair_id=pair_ids(ids))
+    order = ids.get_column("pair_id").arg_sort()
+    ids, pairs = ids[order], pairs[order]
+    # chosen and rejected texts differ: checked when drawing
+    return ids.select("pair_id", "prompt_id", "kind", "chosen_id", "rejected_id").with_columns(
+        chosen_source=names.gather(pairs["c_si"]),
+        rejected_source=names.gather(pairs["r_si"]),
+        chosen_score=pairs["c_score"].cast(pl.Float64),
+        rejected_score=pairs["r_score"].cast(pl.Float64),
+        chosen_turns=cand.turns.gather(pairs["c_cid"]),
+        rejected_turns=cand.turns.gather(pairs["r_cid"]),
+    )
+
+
+def pair_ids(keys: pl.DataFrame) -> pl.Series:
+    """pair_id = content hash of (kind, prompt id, chosen answer id, rejected answer id),
+    computed inside DuckDB (both cores) with the same function as :mod:`tso_data.ids`.
+
+    >>> from tso_data.ids import content_hash
+    >>> keys = pl.DataFrame({"kind": ["base"], "prompt_id": ["p"], "chosen_id": ["c"], "rejected_id": ["r"]})
+    >>> pair_ids(keys).item() == content_hash("pair", "base", "p", "c", "r")
+    True
+    """
+    expr = sql_hash("pair", "kind", "prompt_id", "chosen_id", "rejected_id")
+    frame = keys.select("kind", "prompt_id", "chosen_id", "rejected_id").to_arrow()  # noqa: F841 (read by duckdb)
+    return duckdb.sql(f"SELECT {expr} AS pair_id FROM frame").pl().get_column("pair_id")
