@@ -34,6 +34,7 @@ from functools import cached_property
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from tso_data.build.config import ResolvedPools, RoundConfig
 from tso_data.ids import sql_hash
@@ -186,29 +187,36 @@ def candidates(
         coding = thread.submit(_prompt_codes, prompts.get_column("prompt_id"), texts.get_column("prompt_id"))
         slim = texts.select(
             si=pl.col("source").cast(pl.Enum(sources), strict=False).to_physical().cast(pl.UInt16),
-            n=pl.col("turns").list.len().cast(pl.Int64),
+            n=pl.col("turns").list.len().cast(pl.Int32),
             tid=_id_key("target_id"),
         )
-        score = _scores_of(slim, inputs.scores, sources.index(base_model))
+        si = slim["si"].fill_null(len(sources)).to_numpy()  # len(sources): not a source
+        tid = slim["tid"].to_numpy()
+        score = _scores_of(si, tid, inputs.scores, sources.index(base_model))
         pc_p, pc = coding.result()
     n_codes = int(max(pc_p.max(initial=0), pc.max(initial=0))) + 1  # (one spare code when empty)
     pid = np.zeros(n_codes, dtype=np.uint64)
     pid[pc_p] = prompts.select(_id_key("prompt_id")).to_series().to_numpy()
-    turns_of = np.full(n_codes, -1, dtype=np.int64)  # -1: not a prompt of the round
-    turns_of[pc_p] = prompts.get_column("n_turns").cast(pl.Int64).to_numpy()
+    turns_of = np.full(n_codes, -1, dtype=np.int32)  # -1: not a prompt of the round
+    turns_of[pc_p] = prompts.get_column("n_turns").cast(pl.Int32).to_numpy()
     prompt_row = np.full(n_codes, -1, dtype=np.int64)
     prompt_row[pc_p] = np.arange(prompts.height)
     n_turns = turns_of[pc]
-    used = (n_turns >= 0) & slim["si"].is_not_null().to_numpy()
+    used = (n_turns >= 0) & (si < len(sources))
     complete = n_turns == slim["n"].to_numpy()
     n_incomplete = int((used & ~complete).sum())
-    keep = np.flatnonzero(used & complete)
+    keep = used & complete
+    if not keep.all():
+        cid = np.flatnonzero(keep)
+        pc, si, tid, score = pc[cid], si[cid], tid[cid], score[cid]
+    else:  # the usual case: every answer is used, nothing to gather
+        cid = np.arange(len(keep), dtype=np.uint32)
     rows = pl.DataFrame({
-        "cid": keep.astype(np.uint32),
-        "pc": pc[keep].astype(np.uint32),
-        "si": slim["si"].to_numpy()[keep].astype(np.uint16),
-        "tid": slim["tid"].to_numpy()[keep],
-        "score": pl.Series(score[keep], nan_to_null=True),
+        "cid": cid.astype(np.uint32, copy=False),
+        "pc": pc.astype(np.uint32, copy=False),
+        "si": si.astype(np.uint16, copy=False),
+        "tid": tid,
+        "score": pl.Series(score, nan_to_null=True),
     })
     cand = Candidates(rows, texts, sources, pid, prompt_row, prompts.get_column("prompt_id").rechunk())
     return cand, {"answers with a wrong number of turns": n_incomplete}
@@ -223,23 +231,21 @@ def _prompt_codes(prompt_ids: pl.Series, answer_prompt_ids: pl.Series) -> tuple[
     return codes[: prompt_ids.len()], codes[prompt_ids.len():]
 
 
-def _scores_of(rows: pl.DataFrame, scores: pl.DataFrame, base_si: int) -> np.ndarray:
+def _scores_of(si: np.ndarray, tid: np.ndarray, scores: pl.DataFrame, base_si: int) -> np.ndarray:
     """Each row's score (NaN where unscored), by inner joins scattered back by row.
 
     Judges score the base model's answers above all, so those rows are matched first and
     the other rows only with the scores left over: most builds probe a third of the rows."""
-    out = np.full(rows.height, np.nan)
+    out = np.full(len(si), np.nan)
     left = scores.select(tid=_id_key("target_id"), score=pl.col("score").cast(pl.Float64).fill_null(np.nan))
-    keyed = rows.select("tid", "si", row=pl.int_range(pl.len(), dtype=pl.Int64))
     for is_base in (True, False):
         if left.height == 0:
             break
-        part = keyed.filter((pl.col("si") == base_si) if is_base else (pl.col("si") != base_si))
-        found = left.with_row_index("_left").join(part.select("tid", "row"), on="tid", how="inner")
+        rows = np.flatnonzero(si == base_si) if is_base else np.flatnonzero(si != base_si)
+        found = left.join(pl.DataFrame({"tid": tid[rows], "row": rows}), on="tid", how="inner")
         out[found["row"].to_numpy()] = found["score"].to_numpy()
-        matched = np.zeros(left.height, dtype=bool)
-        matched[found["_left"].to_numpy()] = True
-        left = left.filter(pl.Series(~matched))
+        # one score per target and one row per answer id, so all matched iff as many found
+        left = left.head(0) if found.height >= left.height else left.join(found.select("tid"), on="tid", how="anti")
     return out
 
 
@@ -280,26 +286,25 @@ class _Pool:
         self.sources = np.array(sorted(weights), dtype=np.int64)
         self.w = np.array([weights[s] for s in self.sources], dtype=np.float64)
         k = len(self.sources)
-        self.rows = cand.rows.filter(pl.col("si").is_in(list(weights))) if k else cand.rows.head(0)
-        local = np.full(int(self.sources.max(initial=0)) + 1, 0, dtype=np.int64)
-        local[self.sources] = np.arange(k)
-        cell = cand_cell = self.rows["pc"].to_numpy().astype(np.int64) * max(k, 1) + local[self.rows["si"].to_numpy()]
         self.k = max(k, 1)
+        local = np.full(len(cand.sources) + 1, -1, dtype=np.int64)
+        local[self.sources] = np.arange(k)
+        in_pool = local[cand.rows["si"].to_numpy()]
+        index = np.flatnonzero(in_pool >= 0)  # the pool's rows of cand.rows
+        cell = cand.rows["pc"].to_numpy()[index].astype(np.int64) * self.k + in_pool[index]
         self.count = np.bincount(cell, minlength=cand.n_codes * self.k).astype(np.int32)
         self.row_of_cell = np.full(cand.n_codes * self.k, -1, dtype=np.int64)
-        self.row_of_cell[cell] = np.arange(len(cell))  # exact where the cell has one answer
+        self.row_of_cell[cell] = index  # exact where the cell has one answer
         self.present = (self.count > 0).reshape(cand.n_codes, self.k)
-        multi = self.count[cand_cell] > 1
-        self.multi = self.rows.select("tid").with_columns(
-            cell=pl.Series(cand_cell), row=pl.int_range(pl.len(), dtype=pl.Int64)
-        ).filter(pl.Series(multi))
+        multi = self.count[cell] > 1
+        self.multi = pl.DataFrame({"tid": cand.rows["tid"].to_numpy()[index[multi]], "cell": cell[multi], "row": index[multi]})
 
     def has(self) -> np.ndarray:
         """Per prompt code: does the pool have an answer?"""
         return self.present.any(axis=1)
 
     def draw(self, pc: np.ndarray, d: np.ndarray, pid: np.ndarray, seed: int, s_source: int, s_answer: int) -> np.ndarray:
-        """One answer (a row of ``self.rows``) per slot; every slot's prompt must be present."""
+        """One answer (a row of ``cand.rows``) per slot; every slot's prompt must be present."""
         if len(self.sources) > 1:  # with one source in the pool, it always wins the race
             h = _chain(seed, s_source, pid, d)
             race = np.empty((len(pc), self.k), dtype=np.float64)
@@ -366,7 +371,7 @@ def matrix_kind(
         pc, d, pid = batch["pc"].to_numpy(), batch["d"].to_numpy(), batch["pid"].to_numpy()
         c = pos.draw(pc, d, pid, seed, _S_POS_SOURCE, _S_POS_ANSWER)
         r = neg.draw(pc, d, pid, seed, _S_NEG_SOURCE, _S_NEG_ANSWER)
-        pairs = batch.select("pc", "d", "_p").with_columns(**_side(pos.rows, c, "c"), **_side(neg.rows, r, "r"))
+        pairs = batch.select("pc", "d", "_p").with_columns(**_side(cand.rows, c, "c"), **_side(cand.rows, r, "r"))
         same = cand.same_text(pairs["c_cid"].to_numpy(), pairs["r_cid"].to_numpy())
         if same.any():  # the rejected must differ from the chosen: redraw among those that do
             pairs = pl.concat([pairs.filter(pl.Series(~same)), _redraw_rejected(pairs.filter(pl.Series(same)))])
@@ -376,7 +381,8 @@ def matrix_kind(
         # Drawing among the negatives whose text differs from the chosen gives what drawing
         # among all did wherever the winner's text differed (a race's winner stays the
         # winner when losers leave), so only these slots need the filtered draw.
-        rows = neg.rows.join(bad.select("pc", "d", "_p", *[f"c_{c}" for c in _SIDE]), on="pc")
+        negatives = cand.rows.filter(pl.col("si").is_in(list(neg.weights)))
+        rows = negatives.join(bad.select("pc", "d", "_p", *[f"c_{c}" for c in _SIDE]), on="pc")
         rows = rows.filter(pl.Series(~cand.same_text(rows["cid"].to_numpy(), rows["c_cid"].to_numpy())))
         rows = rows.with_columns(pid=pl.Series(cand.pid[rows["pc"].to_numpy()]))
         won = _draw_source_then_answer(rows, neg.weights, seed, _S_NEG_SOURCE, _S_NEG_ANSWER, ["pc", "d"])
@@ -565,6 +571,7 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
     with ThreadPoolExecutor(max_workers=2) as threads:
         matrix = threads.submit(draw_matrix) if config.mix_matrix > 0 else None
         base = threads.submit(draw_base) if want_base else None
+        stats = _source_stats(cand)  # meanwhile, on this thread
         if matrix is not None:
             drawn["matrix"], available["matrix"], sk = matrix.result()
             skipped.update(sk)
@@ -579,7 +586,6 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
                 f"fewer {kind} pairs than asked: {n} asked, only {available[kind]} possible "
                 f"(built what is possible; see the skipped prompts in --dry-run)"
             )
-    stats = _source_stats(cand)
     present = set(stats["source"])
     for source in sources:
         if source not in present and (want_base or source != pools.base_model):
@@ -631,7 +637,8 @@ def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:
     })
     # rows in pair_id order, the snapshot's order: the texts are gathered once, in place
     ids = ids.with_columns(pair_id=pair_ids(ids))
-    order = ids.get_column("pair_id").arg_sort()
+    # ids are 16 lowercase hex digits: their order is that of their integers (a cheap sort)
+    order = pl.Series(np.argsort(ids.select(_id_key("pair_id")).to_series().to_numpy(), kind="stable"))
     ids, pairs = ids[order], pairs[order]
     # chosen and rejected texts differ: checked when drawing
     return ids.select("pair_id", "prompt_id", "kind", "chosen_id", "rejected_id").with_columns(
@@ -654,5 +661,7 @@ def pair_ids(keys: pl.DataFrame) -> pl.Series:
     True
     """
     expr = sql_hash("pair", "kind", "prompt_id", "chosen_id", "rejected_id")
-    frame = keys.select("kind", "prompt_id", "chosen_id", "rejected_id").to_arrow()  # noqa: F841 (read by duckdb)
+    table = keys.select("kind", "prompt_id", "chosen_id", "rejected_id").to_arrow(compat_level=pl.CompatLevel.newest())
+    # batches DuckDB can hash on both cores (a one-batch table is scanned by one thread)
+    frame = pa.Table.from_batches(table.to_batches(max_chunksize=1 << 16), schema=table.schema)  # noqa: F841
     return duckdb.sql(f"SELECT {expr} AS pair_id FROM frame").pl().get_column("pair_id")
