@@ -271,8 +271,8 @@ def _draw_source_then_answer(
 
 
 class _Pool:
-    """One pool's answers laid out by (prompt code, source): answer counts in a dense
-    (prompts × sources) array, so a source race needs no join and no grouping.
+    """One pool's answers laid out by (prompt code, source): a dense (prompts × sources)
+    array of each cell's row, so a source race needs no join and no grouping.
 
     For a slot (prompt, draw index d), the source is an exponential race: each source
     present for the prompt gets Exp(1)/w from a uniform keyed on (prompt id, d, source);
@@ -292,11 +292,14 @@ class _Pool:
         in_pool = local[cand.rows["si"].to_numpy()]
         index = np.flatnonzero(in_pool >= 0)  # the pool's rows of cand.rows
         cell = cand.rows["pc"].to_numpy()[index].astype(np.int64) * self.k + in_pool[index]
-        self.count = np.bincount(cell, minlength=cand.n_codes * self.k).astype(np.int32)
-        self.row_of_cell = np.full(cand.n_codes * self.k, -1, dtype=np.int64)
-        self.row_of_cell[cell] = index  # exact where the cell has one answer
-        self.present = (self.count > 0).reshape(cand.n_codes, self.k)
-        multi = self.count[cell] > 1
+        # per cell, the last and the first of its rows: they differ iff it has several
+        self.row_of_cell = np.full(cand.n_codes * self.k, -1, dtype=np.int32)
+        self.row_of_cell[cell] = index
+        first = np.full(cand.n_codes * self.k, -1, dtype=np.int32)
+        first[cell[::-1]] = index[::-1]
+        self.several = self.row_of_cell != first
+        self.present = (self.row_of_cell >= 0).reshape(cand.n_codes, self.k)
+        multi = self.several[cell]
         self.multi = pl.DataFrame({"tid": cand.rows["tid"].to_numpy()[index[multi]], "cell": cell[multi], "row": index[multi]})
 
     def has(self) -> np.ndarray:
@@ -315,8 +318,8 @@ class _Pool:
             cell = pc.astype(np.int64) * self.k + race.argmin(axis=1)
         else:
             cell = pc.astype(np.int64) * self.k
-        row = self.row_of_cell[cell]
-        several = np.flatnonzero(self.count[cell] > 1)
+        row = self.row_of_cell[cell].astype(np.int64)
+        several = np.flatnonzero(self.several[cell])
         if several.size:  # the winner has several answers: the smallest answer key among them
             slots = pl.DataFrame({"_slot": several, "cell": cell[several], "pid": pid[several], "d": d[several]})
             rows = self.multi.join(slots, on="cell")
@@ -487,7 +490,8 @@ def _draw_in_order(kind: _Kind, need: int | None, seed: int) -> tuple[pl.DataFra
     if slots.height == 0:
         return pl.DataFrame(), 0
     prio = uniform(seed, kind.stream, slots["pid"], slots["d"])
-    order = np.lexsort((prio, slots["d"].to_numpy()))
+    d = slots["d"].to_numpy()
+    order = np.argsort(prio, kind="stable") if d.max() == 0 else np.lexsort((prio, d))
     slots = slots.with_columns(_p=pl.Series(prio))[pl.Series(order)]
     if need is None:
         drawn = _dedupe(kind.draw(slots))
