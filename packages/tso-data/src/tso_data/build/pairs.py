@@ -639,20 +639,24 @@ def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:
         "chosen_id": cand.target_ids.gather(pairs["c_cid"]),
         "rejected_id": cand.target_ids.gather(pairs["r_cid"]),
     })
-    # rows in pair_id order, the snapshot's order: the texts are gathered once, in place
-    ids = ids.with_columns(pair_id=pair_ids(ids))
+    # hash the pair ids (DuckDB) while the other columns are gathered, then put every row
+    # in pair_id order, the snapshot's order (the snapshot then needs no nested-column sort)
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        hashing = thread.submit(pair_ids, ids)
+        rest = pl.DataFrame({
+            "chosen_source": names.gather(pairs["c_si"]),
+            "rejected_source": names.gather(pairs["r_si"]),
+            "chosen_score": pairs["c_score"].cast(pl.Float64),
+            "rejected_score": pairs["r_score"].cast(pl.Float64),
+            # chosen and rejected texts differ: checked when drawing
+            "chosen_turns": cand.turns.gather(pairs["c_cid"]),
+            "rejected_turns": cand.turns.gather(pairs["r_cid"]),
+        })
+        ids = ids.with_columns(pair_id=hashing.result())
     # ids are 16 lowercase hex digits: their order is that of their integers (a cheap sort)
     order = pl.Series(np.argsort(ids.select(_id_key("pair_id")).to_series().to_numpy(), kind="stable"))
-    ids, pairs = ids[order], pairs[order]
-    # chosen and rejected texts differ: checked when drawing
-    return ids.select("pair_id", "prompt_id", "kind", "chosen_id", "rejected_id").with_columns(
-        chosen_source=names.gather(pairs["c_si"]),
-        rejected_source=names.gather(pairs["r_si"]),
-        chosen_score=pairs["c_score"].cast(pl.Float64),
-        rejected_score=pairs["r_score"].cast(pl.Float64),
-        chosen_turns=cand.turns.gather(pairs["c_cid"]),
-        rejected_turns=cand.turns.gather(pairs["r_cid"]),
-    )
+    out = pl.concat([ids.select("pair_id", "prompt_id", "kind", "chosen_id", "rejected_id"), rest], how="horizontal")
+    return out[order]
 
 
 def pair_ids(keys: pl.DataFrame) -> pl.Series:
@@ -668,4 +672,5 @@ def pair_ids(keys: pl.DataFrame) -> pl.Series:
     table = keys.select("kind", "prompt_id", "chosen_id", "rejected_id").to_arrow(compat_level=pl.CompatLevel.newest())
     # batches DuckDB can hash on both cores (a one-batch table is scanned by one thread)
     frame = pa.Table.from_batches(table.to_batches(max_chunksize=1 << 16), schema=table.schema)  # noqa: F841
-    return duckdb.sql(f"SELECT {expr} AS pair_id FROM frame").pl().get_column("pair_id")
+    with duckdb.connect() as con:  # a private in-memory connection: safe on any thread
+        return con.sql(f"SELECT {expr} AS pair_id FROM frame").pl().get_column("pair_id")

@@ -11,6 +11,7 @@ Single-turn: ``chosen`` = [assistant].
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -158,8 +159,10 @@ def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -
         frame = frame[frame.get_column("pair_id").arg_sort()]
     frame = frame.with_columns(pl.lit(round_, dtype=pl.Int32).alias("round"))
     config_json = canonical_json(config)
-    snapshot_id = snapshot_digest(frame.select("pair_id", "chosen_score", "rejected_score"), config_json)
-    table = frame.to_arrow().cast(SNAPSHOT_SCHEMA)
+    with ThreadPoolExecutor(max_workers=1) as thread:  # the digest beside the Arrow conversion
+        digest = thread.submit(snapshot_digest, frame.select("pair_id", "chosen_score", "rejected_score"), config_json)
+        table = frame.to_arrow().cast(SNAPSHOT_SCHEMA)
+        snapshot_id = digest.result()
     metadata = {
         b"tso.schema_version": SCHEMA_VERSION.encode(),
         b"tso.snapshot_id": snapshot_id.encode(),
