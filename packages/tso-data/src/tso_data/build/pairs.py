@@ -639,24 +639,21 @@ def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:
         "chosen_id": cand.target_ids.gather(pairs["c_cid"]),
         "rejected_id": cand.target_ids.gather(pairs["r_cid"]),
     })
-    # hash the pair ids (DuckDB) while the other columns are gathered, then put every row
-    # in pair_id order, the snapshot's order (the snapshot then needs no nested-column sort)
-    with ThreadPoolExecutor(max_workers=1) as thread:
-        hashing = thread.submit(pair_ids, ids)
-        rest = pl.DataFrame({
-            "chosen_source": names.gather(pairs["c_si"]),
-            "rejected_source": names.gather(pairs["r_si"]),
-            "chosen_score": pairs["c_score"].cast(pl.Float64),
-            "rejected_score": pairs["r_score"].cast(pl.Float64),
-            # chosen and rejected texts differ: checked when drawing
-            "chosen_turns": cand.turns.gather(pairs["c_cid"]),
-            "rejected_turns": cand.turns.gather(pairs["r_cid"]),
-        })
-        ids = ids.with_columns(pair_id=hashing.result())
+    # rows in pair_id order, the snapshot's order: the texts are gathered once, in place
+    # (no thread beside the hashing: DuckDB hashes on both cores)
+    ids = ids.with_columns(pair_id=pair_ids(ids))
     # ids are 16 lowercase hex digits: their order is that of their integers (a cheap sort)
     order = pl.Series(np.argsort(ids.select(_id_key("pair_id")).to_series().to_numpy(), kind="stable"))
-    out = pl.concat([ids.select("pair_id", "prompt_id", "kind", "chosen_id", "rejected_id"), rest], how="horizontal")
-    return out[order]
+    ids, pairs = ids[order], pairs[order]
+    # chosen and rejected texts differ: checked when drawing
+    return ids.select("pair_id", "prompt_id", "kind", "chosen_id", "rejected_id").with_columns(
+        chosen_source=names.gather(pairs["c_si"]),
+        rejected_source=names.gather(pairs["r_si"]),
+        chosen_score=pairs["c_score"].cast(pl.Float64),
+        rejected_score=pairs["r_score"].cast(pl.Float64),
+        chosen_turns=cand.turns.gather(pairs["c_cid"]),
+        rejected_turns=cand.turns.gather(pairs["r_cid"]),
+    )
 
 
 def pair_ids(keys: pl.DataFrame) -> pl.Series:
