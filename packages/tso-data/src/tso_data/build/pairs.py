@@ -1,9 +1,11 @@
 """The pure core of `tso-data build`: catalog frames + resolved config → pairs frame.
 
-No I/O here. Everything is vectorised with Polars; randomness is *counter-based*: every
-random number is a SplitMix64 hash of (seed, stream, integer keys taken from the content-hash
-ids), so a draw depends only on what is drawn and never on row order, thread scheduling or
-how the inputs were partitioned. Same inputs + config + seed → the same pairs.
+No I/O here. Everything is vectorised (Polars, NumPy) on integer keys: prompts get dense
+codes, pools are dense (prompt × source) arrays, and strings are gathered once at the end.
+Randomness is *counter-based*: every random number is a SplitMix64 hash of (seed, stream,
+integer keys taken from the content-hash ids), so a draw depends only on what is drawn and
+never on row order, codes, thread scheduling or how the inputs were partitioned. Same
+inputs + config + seed → the same pairs.
 
 Semantics (DESIGN.md §1; README "build" gives the paper's equation numbers):
 
@@ -68,7 +70,7 @@ class BuildInputs:
 
 @dataclass
 class BuildResult:
-    pairs: pl.DataFrame  # PAIR_KEY_COLUMNS; one row per pair, not yet turned into messages
+    pairs: pl.DataFrame  # PAIR_KEY_COLUMNS + chosen/rejected turns; one row per pair, in pair_id order
     tau: float | None  # the global τ (None for per-prompt τ or when no base pairs are asked)
     requested: dict[str, int]
     available: dict[str, int]
@@ -536,7 +538,7 @@ def _targets(config: RoundConfig, available: dict[str, int]) -> dict[str, int]:
 def _dedupe(pairs: pl.DataFrame) -> pl.DataFrame:
     """The same (chosen, rejected) drawn twice for a prompt counts once (its first draw).
 
-    A slot (pid, d) holds one pair, so the smallest d identifies the first draw; rows come
+    A slot (pc, d) holds one pair, so the smallest d identifies the first draw; rows come
     back in no particular order (callers sort by selection order)."""
     if pairs.height == 0 or pairs["d"].max() == 0:  # one draw per prompt: nothing drawn twice
         return pairs
