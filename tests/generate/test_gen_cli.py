@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -117,14 +118,16 @@ def test_shards_partition_prompts_and_merge_without_duplicates(cli_run, catalog:
     assert not list(catalog.shards_dir("responses").glob("*.parquet"))
 
 
+@pytest.mark.parametrize("client_processes", [1, 2])
 def test_kill_9_mid_run_then_rerun_gives_exactly_n(catalog: Catalog, add_prompts, single_turn,
-                                                   cli_run) -> None:
+                                                   cli_run, client_processes: int) -> None:
     slow = StubServer(latency_s=0.1).start_in_thread()
     try:
         add_model(catalog, MODEL, family="stub", version="1", size_b=1, endpoint=slow.base_url)
         prompts = add_prompts(catalog, single_turn([f"q{i}" for i in range(80)]))
         cmd = [sys.executable, "-c", "from tso_data.cli.main import cli; cli()", "generate", "-c", str(catalog.root),
-               "--model", MODEL, "--n", "2", "--concurrency", "4", "--flush-every", "4", "--no-progress"]
+               "--model", MODEL, "--n", "2", "--concurrency", "4", "--flush-every", "4", "--no-progress",
+               "--client-processes", str(client_processes)]
         proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         shards = catalog.shards_dir("responses")
         deadline = time.monotonic() + 60
@@ -132,9 +135,14 @@ def test_kill_9_mid_run_then_rerun_gives_exactly_n(catalog: Catalog, add_prompts
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "no shards written"
             time.sleep(0.05)
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) >= (client_processes if client_processes > 1 else 0)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
+        # the client processes notice their parent is gone and exit: no orphans left running
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, [p.cmdline() for p in alive]
         # whole shards only: every visible shard reads back (a write cut short stays a hidden .tmp)
         kept = list(shards.glob("*.parquet"))
         assert len(kept) >= 3 and all(pq.read_table(p).num_rows > 0 for p in kept)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from tso_data.catalog import Catalog
 from tso_data.generate.factory import BackendOptions, get_backend
 from tso_data.generate.job import GenerateSpec, plan_generation, run_generation
@@ -16,22 +18,29 @@ from tso_data.matrix import add_model, get_model
 FAST_RETRY = dict(request_timeout_s=1.0, retry_base_delay_s=0.05, retry_max_delay_s=0.2, seed=0)
 
 
-def _generate(catalog: Catalog, model: str, max_attempts: int, n: int = 1):
+def _generate(catalog: Catalog, model: str, max_attempts: int, n: int = 1, client_processes: int = 1):
     spec = GenerateSpec(model=model, params=SamplingParams(max_tokens=16), n=n)
     backend = get_backend(get_model(catalog, model), BackendOptions(concurrency=8, max_attempts=max_attempts,
+                                                                     client_processes=client_processes,
                                                                      **FAST_RETRY))
     plan = plan_generation(catalog, spec)
-    return run_generation(catalog, plan, backend, flush_every=3, flush_seconds=5, progress=False)
+    try:
+        return run_generation(catalog, plan, backend, flush_every=3, flush_seconds=5, progress=False)
+    finally:
+        backend.close()
 
 
-def test_every_fault_is_retried_and_nothing_is_lost_or_duplicated(catalog: Catalog, stub: RunningStub, add_prompts, single_turn) -> None:
+# 2 client processes: the same guarantees when requests are spread over processes
+@pytest.mark.parametrize("client_processes", [1, 2])
+def test_every_fault_is_retried_and_nothing_is_lost_or_duplicated(catalog: Catalog, stub: RunningStub, add_prompts,
+                                                                  single_turn, client_processes: int) -> None:
     add_model(catalog, "stub-v1-1b", family="stub", version="1", size_b=1, endpoint=stub.base_url)
     faults = {"a": "429", "b": "500,503", "c": "slow", "d": "malformed", "e": "nochoices", "f": "drop",
               "g": "429,500,malformed"}
     texts = [f"[[faults:{f}]] {k}" for k, f in faults.items()] + [f"plain {i}" for i in range(10)]
     prompt_ids = add_prompts(catalog, single_turn(texts))
 
-    result = _generate(catalog, "stub-v1-1b", max_attempts=5)
+    result = _generate(catalog, "stub-v1-1b", max_attempts=5, client_processes=client_processes)
 
     rows = catalog.arrow("SELECT prompt_id, turns, finish_reason, prompt_tokens, completion_tokens, backend "
                          "FROM responses").to_pylist()

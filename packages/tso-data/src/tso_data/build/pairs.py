@@ -1,9 +1,11 @@
 """The pure core of `tso-data build`: catalog frames + resolved config → pairs frame.
 
-No I/O here. Everything is vectorised with Polars; randomness is *counter-based*: every
-random number is a SplitMix64 hash of (seed, stream, integer keys taken from the content-hash
-ids), so a draw depends only on what is drawn and never on row order, thread scheduling or
-how the inputs were partitioned. Same inputs + config + seed → the same pairs.
+No I/O here. Everything is vectorised (Polars, NumPy) on integer keys: prompts get dense
+codes, pools are dense (prompt × source) arrays, and strings are gathered once at the end.
+Randomness is *counter-based*: every random number is a SplitMix64 hash of (seed, stream,
+integer keys taken from the content-hash ids), so a draw depends only on what is drawn and
+never on row order, codes, thread scheduling or how the inputs were partitioned. Same
+inputs + config + seed → the same pairs.
 
 Semantics (DESIGN.md §1; README "build" gives the paper's equation numbers):
 
@@ -27,12 +29,17 @@ If a kind has fewer draws than asked, all are kept and the shortfall is reported
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
+import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from tso_data.build.config import ResolvedPools, RoundConfig
+from tso_data.ids import sql_hash
 from tso_data.scoring import tau_per_prompt
 
 # Random streams: one per kind of draw, so changing one part never shifts another.
@@ -40,7 +47,7 @@ _S_POS_SOURCE, _S_POS_ANSWER, _S_NEG_SOURCE, _S_NEG_ANSWER = 1, 2, 3, 4
 _S_BASE_TIE, _S_BASE_POS, _S_BASE_NEG, _S_ORDER_MATRIX, _S_ORDER_BASE = 5, 6, 7, 8, 9
 
 PAIR_KEY_COLUMNS = [
-    "prompt_id", "kind", "chosen_id", "rejected_id", "chosen_source", "rejected_source",
+    "pair_id", "prompt_id", "kind", "chosen_id", "rejected_id", "chosen_source", "rejected_source",
     "chosen_score", "rejected_score",
 ]
 
@@ -63,7 +70,7 @@ class BuildInputs:
 
 @dataclass
 class BuildResult:
-    pairs: pl.DataFrame  # PAIR_KEY_COLUMNS; one row per pair, not yet turned into messages
+    pairs: pl.DataFrame  # PAIR_KEY_COLUMNS + chosen/rejected turns; one row per pair, in pair_id order
     tau: float | None  # the global τ (None for per-prompt τ or when no base pairs are asked)
     requested: dict[str, int]
     available: dict[str, int]
@@ -91,6 +98,21 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def _chain(seed: int, stream: int, *keys: pl.Series | np.ndarray | int) -> np.ndarray:
+    """The 64-bit hash behind :func:`uniform`; ``_chain(..., a, b)`` extended by a key ``c``
+    is ``_splitmix(h ^ c)``, so a prefix shared by many draws is hashed once."""
+    with np.errstate(over="ignore"):
+        h = _splitmix(np.array([seed * 1_000_003 + stream], dtype=np.uint64))
+        for key in keys:
+            arr = key.to_numpy() if isinstance(key, pl.Series) else key
+            h = _splitmix(h ^ np.asarray(arr).astype(np.uint64, copy=False))
+    return h
+
+
+def _unit(h: np.ndarray) -> np.ndarray:
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
 def uniform(seed: int, stream: int, *keys: pl.Series | np.ndarray | int) -> np.ndarray:
     """Uniform [0, 1) numbers, one per row, a pure function of (seed, stream, keys).
 
@@ -99,12 +121,7 @@ def uniform(seed: int, stream: int, *keys: pl.Series | np.ndarray | int) -> np.n
     >>> bool(a[0] == b[2]) and bool(((a >= 0) & (a < 1)).all())
     True
     """
-    with np.errstate(over="ignore"):
-        h = _splitmix(np.array([seed * 1_000_003 + stream], dtype=np.uint64))
-        for key in keys:
-            arr = key.to_numpy() if isinstance(key, pl.Series) else key
-            h = _splitmix(h ^ np.asarray(arr).astype(np.uint64, copy=False))
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return _unit(_chain(seed, stream, *keys))
 
 
 def _id_key(col: str) -> pl.Expr:
@@ -115,51 +132,123 @@ def _id_key(col: str) -> pl.Expr:
 # -- candidates ----------------------------------------------------------------------------
 
 
-def candidates(
-    inputs: BuildInputs, config: RoundConfig, sources: list[str]
-) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
-    """All answers of ``sources`` for the round's prompts, as a slim numeric frame.
+@dataclass
+class Candidates:
+    """The answers a round may use, as integer columns; strings stay in ``texts``.
 
-    Returns (candidates, texts, counts). ``texts`` holds prompt_id, source, target_id and
-    turns; candidates hold cid (its row in ``texts``), pid and tid (integer keys of the
-    prompt and answer ids), si (index into ``sources``), thash (hash of the turns) and
-    score. Joins run on the slim frame; strings and texts are gathered by cid at the end.
-    Answers with a number of turns different from the prompt's n_turns are dropped.
+    ``rows``: cid (row in ``texts``), pc (dense prompt code), si (index into ``sources``),
+    tid (integer key of the answer id), score (null = unscored or failed). ``pid[pc]`` is
+    the integer key of the prompt id: random draws are keyed on ids, never on codes, so
+    codes (which depend on the order strings are met) cannot change a draw.
     """
+
+    rows: pl.DataFrame
+    texts: pl.DataFrame  # prompt_id, source, target_id, turns
+    sources: list[str]
+    pid: np.ndarray  # uint64 per prompt code
+    prompt_row: np.ndarray  # per prompt code: its row in ``prompt_ids`` (-1: not a prompt of the round)
+    prompt_ids: pl.Series
+
+    @property
+    def n_codes(self) -> int:
+        return len(self.pid)
+
+    @cached_property
+    def turns(self) -> pl.Series:
+        # one contiguous buffer: random gathers from a chunked column are several times slower
+        return self.texts.get_column("turns").rechunk()
+
+    @cached_property
+    def target_ids(self) -> pl.Series:
+        return self.texts.get_column("target_id").rechunk()
+
+    def same_text(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether texts[a].turns == texts[b].turns, row by row."""
+        ta = self.turns.gather(pl.Series(a, dtype=pl.UInt32))
+        tb = self.turns.gather(pl.Series(b, dtype=pl.UInt32))
+        if ta.len() and max(ta.list.len().max(), tb.list.len().max()) == 1:  # type: ignore[type-var]
+            same = ta.list.first().eq_missing(tb.list.first())  # single turns: compare the strings
+        else:
+            same = ta.eq_missing(tb)
+        return same.to_numpy()
+
+
+def candidates(
+    inputs: BuildInputs, config: RoundConfig, sources: list[str], base_model: str
+) -> tuple[Candidates, dict[str, int]]:
+    """All answers of ``sources`` to the round's prompts (answers whose number of turns
+    differs from the prompt's n_turns are dropped and counted)."""
     prompts = inputs.prompts
     if "split" in prompts.columns and config.split:
         prompts = prompts.filter(pl.col("split") == config.split)
-    prompt_turns = prompts.select(pid=_id_key("prompt_id"), n_turns=pl.col("n_turns").cast(pl.Int64))
-    frames = [
-        inputs.answers.filter(pl.col("source").is_in(sources)).select(
-            "prompt_id", "source", pl.col("answer_id").alias("target_id"), "turns"
-        ),
-        inputs.responses.filter(pl.col("model").is_in(sources)).select(
-            "prompt_id", pl.col("model").alias("source"), pl.col("response_id").alias("target_id"), "turns"
-        ),
-    ]
-    texts = pl.concat(frames, how="vertical_relaxed")
-    slim = texts.select(
-        pid=_id_key("prompt_id"),
-        tid=_id_key("target_id"),
-        si=pl.col("source").cast(pl.Enum(sources)).to_physical().cast(pl.UInt16),
-        _len=pl.col("turns").list.len().cast(pl.Int64),
-        thash=pl.col("turns").hash(seed=11),
-    ).with_row_index("cid")
-    turn_counts = prompt_turns.get_column("n_turns").unique()
-    if turn_counts.len() == 1:  # the usual case: no join needed, a membership test will do
-        in_split = pl.col("pid").is_in(prompt_turns.get_column("pid").implode())
-        complete = pl.col("_len") == int(turn_counts[0])
-        n_incomplete = int(slim.select((in_split & ~complete).sum()).item())
-        cand = slim.filter(in_split & complete).drop("_len")
-    else:
-        cand = slim.join(prompt_turns, on="pid", how="inner")
-        complete = pl.col("_len") == pl.col("n_turns")
-        n_incomplete = int(cand.select((~complete).sum()).item())
-        cand = cand.filter(complete).drop("n_turns", "_len")
-    scores = inputs.scores.select(tid=_id_key("target_id"), score=pl.col("score").cast(pl.Float64))
-    cand = cand.join(scores, on="tid", how="left")
-    return cand, texts, {"answers with a wrong number of turns": n_incomplete}
+    texts = pl.concat([
+        inputs.answers.select("prompt_id", "source", pl.col("answer_id").alias("target_id"), "turns"),
+        inputs.responses.select("prompt_id", pl.col("model").alias("source"), pl.col("response_id").alias("target_id"), "turns"),
+    ], how="vertical_relaxed")
+    with ThreadPoolExecutor(max_workers=1) as thread:  # the codes' cast runs beside the rest
+        coding = thread.submit(_prompt_codes, prompts.get_column("prompt_id"), texts.get_column("prompt_id"))
+        slim = texts.select(
+            si=pl.col("source").cast(pl.Enum(sources), strict=False).to_physical().cast(pl.UInt16),
+            n=pl.col("turns").list.len().cast(pl.Int32),
+            tid=_id_key("target_id"),
+        )
+        si = slim["si"].fill_null(len(sources)).to_numpy()  # len(sources): not a source
+        tid = slim["tid"].to_numpy()
+        score = _scores_of(si, tid, inputs.scores, sources.index(base_model))
+        pc_p, pc = coding.result()
+    n_codes = int(max(pc_p.max(initial=0), pc.max(initial=0))) + 1  # (one spare code when empty)
+    pid = np.zeros(n_codes, dtype=np.uint64)
+    pid[pc_p] = prompts.select(_id_key("prompt_id")).to_series().to_numpy()
+    turns_of = np.full(n_codes, -1, dtype=np.int32)  # -1: not a prompt of the round
+    turns_of[pc_p] = prompts.get_column("n_turns").cast(pl.Int32).to_numpy()
+    prompt_row = np.full(n_codes, -1, dtype=np.int64)
+    prompt_row[pc_p] = np.arange(prompts.height)
+    n_turns = turns_of[pc]
+    used = (n_turns >= 0) & (si < len(sources))
+    complete = n_turns == slim["n"].to_numpy()
+    n_incomplete = int((used & ~complete).sum())
+    keep = used & complete
+    if not keep.all():
+        cid = np.flatnonzero(keep)
+        pc, si, tid, score = pc[cid], si[cid], tid[cid], score[cid]
+    else:  # the usual case: every answer is used, nothing to gather
+        cid = np.arange(len(keep), dtype=np.uint32)
+    rows = pl.DataFrame({
+        "cid": cid.astype(np.uint32, copy=False),
+        "pc": pc.astype(np.uint32, copy=False),
+        "si": si.astype(np.uint16, copy=False),
+        "tid": tid,
+        "score": pl.Series(score, nan_to_null=True),
+    })
+    cand = Candidates(rows, texts, sources, pid, prompt_row, prompts.get_column("prompt_id").rechunk())
+    return cand, {"answers with a wrong number of turns": n_incomplete}
+
+
+def _prompt_codes(prompt_ids: pl.Series, answer_prompt_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Dense integer codes for the round's prompt ids and the answers' prompt ids, in place
+    of a join on strings: one categorical cast over both (one cast, so one string → one
+    code; which code depends on the order strings are met, so codes never key a draw)."""
+    both = pl.concat([prompt_ids, answer_prompt_ids], rechunk=False)
+    codes = both.cast(pl.Categorical(pl.Categories.random())).to_physical().to_numpy()
+    return codes[: prompt_ids.len()], codes[prompt_ids.len():]
+
+
+def _scores_of(si: np.ndarray, tid: np.ndarray, scores: pl.DataFrame, base_si: int) -> np.ndarray:
+    """Each row's score (NaN where unscored), by inner joins scattered back by row.
+
+    Judges score the base model's answers above all, so those rows are matched first and
+    the other rows only with the scores left over: most builds probe a third of the rows."""
+    out = np.full(len(si), np.nan)
+    left = scores.select(tid=_id_key("target_id"), score=pl.col("score").cast(pl.Float64).fill_null(np.nan))
+    for is_base in (True, False):
+        if left.height == 0:
+            break
+        rows = np.flatnonzero(si == base_si) if is_base else np.flatnonzero(si != base_si)
+        found = left.join(pl.DataFrame({"tid": tid[rows], "row": rows}), on="tid", how="inner")
+        out[found["row"].to_numpy()] = found["score"].to_numpy()
+        # one score per target and one row per answer id, so all matched iff as many found
+        left = left.head(0) if found.height >= left.height else left.join(found.select("tid"), on="tid", how="anti")
+    return out
 
 
 # -- weighted draws -----------------------------------------------------------------------
@@ -169,29 +258,77 @@ def _draw_source_then_answer(
     pool: pl.DataFrame, weights: dict[int, float], seed: int, s_source: int, s_answer: int,
     group: list[str],
 ) -> pl.DataFrame:
-    """For every ``group`` (prompt × draw index): a source by weight among those present in
-    the group, then one of its answers uniformly. Returns one row of ``pool`` per group.
+    """For every ``group`` of rows (columns pid, d, si, tid): a source by weight among those
+    present in the group, then one of its answers uniformly. One row per group.
 
-    The source draw is an exponential race: each source present gets Exp(1)/w, keyed on
-    (group, source) so that all its rows share it; the smallest wins, with probability
-    w/Σw over the sources present (weights renormalised per prompt). The answer is then the
-    row with the smallest uniform key among the winner's rows.
-    """
-    keys = [pool[g] for g in group]
-    pick = uniform(seed, s_answer, *keys, pool["tid"])
+    The general form of :meth:`_Pool.draw` (same random keys, so the same result), used
+    where the dense form does not apply: drawing among a filtered set of answers."""
+    pick = uniform(seed, s_answer, pool["pid"], pool["d"], pool["tid"])
     pool = pool.with_columns(_u=pl.Series(pick))
-    if len(weights) > 1:  # with one source in the pool, it always wins the race
-        race = -np.log1p(-uniform(seed, s_source, *keys, pool["si"]))
+    if len(weights) > 1:
+        race = -np.log1p(-uniform(seed, s_source, pool["pid"], pool["d"], pool["si"]))
         pool = pool.with_columns(_k=pl.Series(race) / pl.col("si").replace_strict(weights, return_dtype=pl.Float64))
-        # two window minima (cheaper than a sort): the winning source's rows, then its answer.
-        # Keys are 53-bit uniforms of distinct (slot, source) / (slot, answer) tuples: no ties.
         pool = pool.filter(pl.col("_k") == pl.col("_k").min().over(group)).drop("_k")
     return pool.filter(pl.col("_u") == pl.col("_u").min().over(group)).drop("_u")
 
 
-def _draw_index(frame: pl.DataFrame, cap: int) -> pl.DataFrame:
-    d = pl.DataFrame({"d": np.arange(cap, dtype=np.uint64)})
-    return frame.join(d, how="cross")
+class _Pool:
+    """One pool's answers laid out by (prompt code, source): a dense (prompts × sources)
+    array of each cell's row, so a source race needs no join and no grouping.
+
+    For a slot (prompt, draw index d), the source is an exponential race: each source
+    present for the prompt gets Exp(1)/w from a uniform keyed on (prompt id, d, source);
+    the smallest wins, with probability w/Σw over the sources present (weights
+    renormalised per prompt). The answer is the winner's answer with the smallest uniform
+    keyed on (prompt id, d, answer id). Keys are 53-bit uniforms of distinct tuples: no ties.
+    """
+
+    def __init__(self, cand: Candidates, weights: dict[int, float]) -> None:
+        self.weights = weights
+        self.sources = np.array(sorted(weights), dtype=np.int64)
+        self.w = np.array([weights[s] for s in self.sources], dtype=np.float64)
+        k = len(self.sources)
+        self.k = max(k, 1)
+        local = np.full(len(cand.sources) + 1, -1, dtype=np.int64)
+        local[self.sources] = np.arange(k)
+        in_pool = local[cand.rows["si"].to_numpy()]
+        index = np.flatnonzero(in_pool >= 0)  # the pool's rows of cand.rows
+        cell = cand.rows["pc"].to_numpy()[index].astype(np.int64) * self.k + in_pool[index]
+        # per cell, the last and the first of its rows: they differ iff it has several
+        self.row_of_cell = np.full(cand.n_codes * self.k, -1, dtype=np.int32)
+        self.row_of_cell[cell] = index
+        first = np.full(cand.n_codes * self.k, -1, dtype=np.int32)
+        first[cell[::-1]] = index[::-1]
+        self.several = self.row_of_cell != first
+        self.present = (self.row_of_cell >= 0).reshape(cand.n_codes, self.k)
+        multi = self.several[cell]
+        self.multi = pl.DataFrame({"tid": cand.rows["tid"].to_numpy()[index[multi]], "cell": cell[multi], "row": index[multi]})
+
+    def has(self) -> np.ndarray:
+        """Per prompt code: does the pool have an answer?"""
+        return self.present.any(axis=1)
+
+    def draw(self, pc: np.ndarray, d: np.ndarray, pid: np.ndarray, seed: int, s_source: int, s_answer: int) -> np.ndarray:
+        """One answer (a row of ``cand.rows``) per slot; every slot's prompt must be present."""
+        if len(self.sources) > 1:  # with one source in the pool, it always wins the race
+            h = _chain(seed, s_source, pid, d)
+            race = np.empty((len(pc), self.k), dtype=np.float64)
+            with np.errstate(over="ignore"):
+                for j, source in enumerate(self.sources):
+                    race[:, j] = -np.log1p(-_unit(_splitmix(h ^ np.uint64(source)))) / self.w[j]
+            race[~self.present[pc]] = np.inf
+            cell = pc.astype(np.int64) * self.k + race.argmin(axis=1)
+        else:
+            cell = pc.astype(np.int64) * self.k
+        row = self.row_of_cell[cell].astype(np.int64)
+        several = np.flatnonzero(self.several[cell])
+        if several.size:  # the winner has several answers: the smallest answer key among them
+            slots = pl.DataFrame({"_slot": several, "cell": cell[several], "pid": pid[several], "d": d[several]})
+            rows = self.multi.join(slots, on="cell")
+            u = uniform(seed, s_answer, rows["pid"], rows["d"], rows["tid"])
+            best = rows.with_columns(_u=pl.Series(u)).filter(pl.col("_u") == pl.col("_u").min().over("_slot"))
+            row[best["_slot"].to_numpy()] = best["row"].to_numpy()
+        return row
 
 
 @dataclass
@@ -200,104 +337,149 @@ class _Kind:
     and the function that draws the pairs of a batch of slots."""
 
     name: str
-    slots: pl.DataFrame  # pid, d
-    draw: Callable[[pl.DataFrame], pl.DataFrame]
+    slots: pl.DataFrame  # pc, pid, d
+    draw: Callable[[pl.DataFrame], pl.DataFrame]  # slots (pc, pid, d, _p) → pairs: pc, d, _p, c_*, r_* (_SIDE)
     stream: int
 
 
+def _slots(cand: Candidates, codes: np.ndarray, per_prompt: np.ndarray | int) -> pl.DataFrame:
+    """Slots (pc, pid, d) for prompt ``codes``, d = 0 … per_prompt-1."""
+    reps = np.broadcast_to(np.asarray(per_prompt, dtype=np.int64), codes.shape)
+    pc = np.repeat(codes, reps)
+    starts = np.repeat(np.cumsum(reps) - reps, reps)
+    d = np.arange(len(pc), dtype=np.int64) - starts
+    return pl.DataFrame({"pc": pc.astype(np.uint32), "pid": cand.pid[pc], "d": d.astype(np.uint64)})
+
+
+_SIDE = ("cid", "si", "tid", "score")
+
+
+def _side(rows: pl.DataFrame, at: np.ndarray, prefix: str) -> dict[str, pl.Series]:
+    picked = rows.select(_SIDE)[pl.Series(at, dtype=pl.Int64)]
+    return {f"{prefix}_{c}": picked[c] for c in _SIDE}
+
+
 def matrix_kind(
-    cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig, sources: list[str]
+    cand: Candidates, pools: ResolvedPools, config: RoundConfig, sources: list[str]
 ) -> tuple[_Kind, dict[str, int]]:
-    w_pos = {sources.index(s): w for s, w in pools.positive.items()}
-    w_neg = {sources.index(s): w for s, w in pools.negative.items()}
-    cols = ["cid", "pid", "si", "tid", "thash", "score"]
-    pos = cand.filter(pl.col("si").is_in(list(w_pos))).select(cols)
-    neg = cand.filter(pl.col("si").is_in(list(w_neg))).select(cols)
-    pos_prompts = pos.select("pid").unique()
-    neg_prompts = neg.select("pid").unique()
-    all_prompts = pl.concat([pos_prompts, neg_prompts]).unique()
+    pos = _Pool(cand, {sources.index(s): w for s, w in pools.positive.items()})
+    neg = _Pool(cand, {sources.index(s): w for s, w in pools.negative.items()})
+    has_pos, has_neg = pos.has(), neg.has()
     skipped = {
-        "matrix: no positive answer": all_prompts.join(pos_prompts, on="pid", how="anti").height,
-        "matrix: no negative answer": all_prompts.join(neg_prompts, on="pid", how="anti").height,
+        "matrix: no positive answer": int((has_neg & ~has_pos).sum()),
+        "matrix: no negative answer": int((has_pos & ~has_neg).sum()),
     }
-    slots = _draw_index(pos_prompts.join(neg_prompts, on="pid", how="semi"), config.max_pairs_per_prompt)
+    slots = _slots(cand, np.flatnonzero(has_pos & has_neg), config.max_pairs_per_prompt)
+    seed = config.seed
 
     def draw(batch: pl.DataFrame) -> pl.DataFrame:
-        p = pos.join(batch, on="pid", how="inner")  # adds d
-        chosen = _draw_source_then_answer(p, w_pos, config.seed, _S_POS_SOURCE, _S_POS_ANSWER, ["pid", "d"])
-        chosen = chosen.select("pid", "d", c_cid="cid", c_tid="tid", c_hash="thash", c_score="score")
-        n = (
-            neg.join(chosen.select("pid", "d", "c_hash"), on="pid", how="inner")
-            .filter(pl.col("thash") != pl.col("c_hash"))
-            .drop("c_hash")
-        )
-        rejected = _draw_source_then_answer(n, w_neg, config.seed, _S_NEG_SOURCE, _S_NEG_ANSWER, ["pid", "d"])
-        return chosen.join(
-            rejected.select("pid", "d", r_cid="cid", r_tid="tid", r_hash="thash", r_score="score"),
-            on=["pid", "d"],
-            how="inner",
-        ).with_columns(kind=pl.lit("matrix"))
+        pc, d, pid = batch["pc"].to_numpy(), batch["d"].to_numpy(), batch["pid"].to_numpy()
+        c = pos.draw(pc, d, pid, seed, _S_POS_SOURCE, _S_POS_ANSWER)
+        r = neg.draw(pc, d, pid, seed, _S_NEG_SOURCE, _S_NEG_ANSWER)
+        pairs = batch.select("pc", "d", "_p").with_columns(**_side(cand.rows, c, "c"), **_side(cand.rows, r, "r"))
+        same = cand.same_text(pairs["c_cid"].to_numpy(), pairs["r_cid"].to_numpy())
+        if same.any():  # the rejected must differ from the chosen: redraw among those that do
+            pairs = pl.concat([pairs.filter(pl.Series(~same)), _redraw_rejected(pairs.filter(pl.Series(same)))])
+        return pairs
+
+    def _redraw_rejected(bad: pl.DataFrame) -> pl.DataFrame:
+        # Drawing among the negatives whose text differs from the chosen gives what drawing
+        # among all did wherever the winner's text differed (a race's winner stays the
+        # winner when losers leave), so only these slots need the filtered draw.
+        negatives = cand.rows.filter(pl.col("si").is_in(list(neg.weights)))
+        rows = negatives.join(bad.select("pc", "d", "_p", *[f"c_{c}" for c in _SIDE]), on="pc")
+        rows = rows.filter(pl.Series(~cand.same_text(rows["cid"].to_numpy(), rows["c_cid"].to_numpy())))
+        rows = rows.with_columns(pid=pl.Series(cand.pid[rows["pc"].to_numpy()]))
+        won = _draw_source_then_answer(rows, neg.weights, seed, _S_NEG_SOURCE, _S_NEG_ANSWER, ["pc", "d"])
+        return won.select("pc", "d", "_p", *[f"c_{c}" for c in _SIDE], **{f"r_{c}": c for c in _SIDE})
 
     return _Kind("matrix", slots, draw, _S_ORDER_MATRIX), skipped
 
 
 def base_kind(
-    cand: pl.DataFrame, pools: ResolvedPools, config: RoundConfig, sources: list[str]
+    cand: Candidates, pools: ResolvedPools, config: RoundConfig, sources: list[str]
 ) -> tuple[_Kind, float | None, dict[str, int]]:
-    base_all = cand.filter(pl.col("si") == sources.index(pools.base_model))
+    n = cand.n_codes
+    base_all = cand.rows.filter(pl.col("si") == sources.index(pools.base_model))
     base = base_all.filter(pl.col("score").is_not_null())
     skipped = {
-        "base: no scored base answer": base_all.select("pid").unique().join(base.select("pid").unique(), on="pid", how="anti").height,
+        "base: no scored base answer": int(
+            ((np.bincount(base_all["pc"].to_numpy(), minlength=n) > 0) & (np.bincount(base["pc"].to_numpy(), minlength=n) == 0)).sum()
+        ),
     }
-    taus, tau = tau_per_prompt(base.select(pl.col("pid").alias("prompt_id"), "score"), config.tau_mode, config.tau_value)  # type: ignore[arg-type]
+    # one τ for all prompts (global mean, fixed) needs no per-prompt frame: key them all alike
+    key = pl.col("pc") if config.tau_mode == "prompt-mean" else pl.lit(0, dtype=pl.UInt32)
+    taus, tau = tau_per_prompt(base.select(key.alias("prompt_id"), "score"), config.tau_mode, config.tau_value)  # type: ignore[arg-type]
     if tau is not None:  # one τ for all prompts (global mean or fixed)
         base = base.with_columns(tau=pl.lit(tau))
     else:
-        base = base.join(taus.rename({"prompt_id": "pid"}), on="pid", how="inner")
-    base = base.with_columns(above=pl.col("score") > pl.col("tau"))
-    has = base.group_by("pid").agg(pl.col("above").sum().alias("a"), (~pl.col("above")).sum().alias("b"))
-    skipped["base: no answer above τ"] = has.filter(pl.col("a") == 0).height
-    skipped["base: no answer at or below τ"] = has.filter((pl.col("a") > 0) & (pl.col("b") == 0)).height
+        base = base.join(taus.rename({"prompt_id": "pc"}), on="pc", how="inner", maintain_order="left")
+    base = base.with_columns(above=pl.col("score") > pl.col("tau"), pid=pl.Series(cand.pid[base["pc"].to_numpy()]))
+    pc_b, above = base["pc"].to_numpy(), base["above"].to_numpy()
+    a = np.bincount(pc_b[above], minlength=n)
+    b = np.bincount(pc_b[~above], minlength=n)
+    scored = (a + b) > 0
+    skipped["base: no answer above τ"] = int((scored & (a == 0)).sum())
+    skipped["base: no answer at or below τ"] = int(((a > 0) & (b == 0)).sum())
     cap = config.max_pairs_per_prompt
-    has = has.filter((pl.col("a") > 0) & (pl.col("b") > 0))
+    eligible = np.flatnonzero((a > 0) & (b > 0))
     if config.pairing == "best-worst":
         # slot d pairs the d-th best above τ with the d-th worst at or below τ
-        n_slots = pl.min_horizontal("a", "b", pl.lit(cap)).cast(pl.Int64)
-        slots = has.select("pid", pl.int_ranges(0, n_slots, dtype=pl.UInt64).alias("d")).explode("d")
+        slots = _slots(cand, eligible, np.minimum(np.minimum(a, b), cap)[eligible])
     else:
-        slots = _draw_index(has.select("pid"), cap)
-    cols = ["cid", "tid", "thash", "score"]
+        slots = _slots(cand, eligible, cap)
+    cols = _SIDE
+    best = worst = None
+    if config.pairing == "best-worst" and cap == 1:
+        # the best above τ and the worst at or below τ of every prompt, ties at random
+        u = uniform(config.seed, _S_BASE_TIE, base["tid"])
+        score = base["score"].to_numpy()
+        best = _extreme(pc_b, score, u, above, n, largest=True)
+        worst = _extreme(pc_b, score, u, ~above, n, largest=False)
 
     def draw(batch: pl.DataFrame) -> pl.DataFrame:
-        rows = base.join(batch.select("pid").unique(), on="pid", how="semi")
-        if config.pairing == "best-worst" and cap == 1:
-            # the best above τ and the worst at or below τ: window extrema, ties at random
-            rows = rows.with_columns(_u=pl.Series(uniform(config.seed, _S_BASE_TIE, rows["tid"])), d=pl.lit(0, pl.UInt64))
-            up, down = rows.filter(pl.col("above")), rows.filter(~pl.col("above"))
-            ups = up.filter(pl.col("score") == pl.col("score").max().over("pid"))
-            ups = ups.filter(pl.col("_u") == pl.col("_u").min().over("pid"))
-            downs = down.filter(pl.col("score") == pl.col("score").min().over("pid"))
-            downs = downs.filter(pl.col("_u") == pl.col("_u").min().over("pid"))
-        elif config.pairing == "best-worst":
-            rows = rows.with_columns(_u=pl.Series(uniform(config.seed, _S_BASE_TIE, rows["tid"])))
-            ups = (
-                rows.filter(pl.col("above")).sort("pid", "score", "_u", descending=[False, True, False])
-                .with_columns(d=pl.int_range(pl.len(), dtype=pl.UInt64).over("pid"))
-            )
-            downs = (
-                rows.filter(~pl.col("above")).sort("pid", "score", "_u")
-                .with_columns(d=pl.int_range(pl.len(), dtype=pl.UInt64).over("pid"))
-            )
-            ups, downs = ups.join(batch, on=["pid", "d"], how="semi"), downs.join(batch, on=["pid", "d"], how="semi")
+        if best is not None and worst is not None:
+            pc = batch["pc"].to_numpy()
+            pairs = batch.select("pc", "d", "_p").with_columns(**_side(base, best[pc], "c"), **_side(base, worst[pc], "r"))
         else:
-            ups = _uniform_pick(rows.filter(pl.col("above")).join(batch, on="pid"), config.seed, _S_BASE_POS)
-            downs = _uniform_pick(rows.filter(~pl.col("above")).join(batch, on="pid"), config.seed, _S_BASE_NEG)
-        pairs = ups.select("pid", "d", **{f"c_{c}": c for c in cols}).join(
-            downs.select("pid", "d", **{f"r_{c}": c for c in cols}), on=["pid", "d"], how="inner"
-        ).filter(pl.col("c_thash") != pl.col("r_thash"))
-        return pairs.rename({"c_thash": "c_hash", "r_thash": "r_hash"}).with_columns(kind=pl.lit("base"))
+            rows = base.join(batch.select("pc").unique(), on="pc", how="semi")
+            if config.pairing == "best-worst":
+                rows = rows.with_columns(_u=pl.Series(uniform(config.seed, _S_BASE_TIE, rows["tid"])))
+                ups = (
+                    rows.filter(pl.col("above")).sort("pc", "score", "_u", descending=[False, True, False])
+                    .with_columns(d=pl.int_range(pl.len(), dtype=pl.UInt64).over("pc"))
+                )
+                downs = (
+                    rows.filter(~pl.col("above")).sort("pc", "score", "_u")
+                    .with_columns(d=pl.int_range(pl.len(), dtype=pl.UInt64).over("pc"))
+                )
+                ups, downs = ups.join(batch, on=["pc", "d"], how="semi"), downs.join(batch, on=["pc", "d"], how="semi")
+            else:
+                ups = _uniform_pick(rows.filter(pl.col("above")).join(batch.select("pc", "d"), on="pc"), config.seed, _S_BASE_POS)
+                downs = _uniform_pick(rows.filter(~pl.col("above")).join(batch.select("pc", "d"), on="pc"), config.seed, _S_BASE_NEG)
+            pairs = ups.select("pc", "d", **{f"c_{c}": c for c in cols}).join(
+                downs.select("pc", "d", **{f"r_{c}": c for c in cols}), on=["pc", "d"], how="inner"
+            ).join(batch.select("pc", "d", "_p"), on=["pc", "d"])
+        # a pair of equal texts is no pair (best and worst may read the same)
+        return pairs.filter(pl.Series(~cand.same_text(pairs["c_cid"].to_numpy(), pairs["r_cid"].to_numpy())))
 
     return _Kind("base", slots, draw, _S_ORDER_BASE), tau, skipped
+
+
+def _extreme(pc: np.ndarray, score: np.ndarray, u: np.ndarray, mask: np.ndarray, n: int, largest: bool) -> np.ndarray:
+    """Per prompt code: the row (among ``mask``) with the largest (or smallest) score, ties
+    broken by the smallest ``u``; -1 where the prompt has no such row."""
+    idx = np.flatnonzero(mask)
+    p, s = pc[idx], (score[idx] if largest else -score[idx])
+    top = np.full(n, -np.inf)
+    np.maximum.at(top, p, s)
+    idx, p = idx[s == top[p]], p[s == top[p]]
+    lowest = np.full(n, np.inf)
+    np.minimum.at(lowest, p, u[idx])
+    idx, p = idx[u[idx] == lowest[p]], p[u[idx] == lowest[p]]
+    out = np.full(n, -1, dtype=np.int64)
+    out[p] = idx
+    return out
 
 
 def _draw_in_order(kind: _Kind, need: int | None, seed: int) -> tuple[pl.DataFrame, int]:
@@ -310,24 +492,26 @@ def _draw_in_order(kind: _Kind, need: int | None, seed: int) -> tuple[pl.DataFra
     if slots.height == 0:
         return pl.DataFrame(), 0
     prio = uniform(seed, kind.stream, slots["pid"], slots["d"])
-    slots = slots.with_columns(_p=pl.Series(prio)).sort("d", "_p")
+    d = slots["d"].to_numpy()
+    order = np.argsort(prio, kind="stable") if d.max() == 0 else np.lexsort((prio, d))
+    slots = slots.with_columns(_p=pl.Series(prio))[pl.Series(order)]
     if need is None:
-        drawn = _dedupe(kind.draw(slots.select("pid", "d")))
-        return drawn.join(slots, on=["pid", "d"]), drawn.height
+        drawn = _dedupe(kind.draw(slots))
+        return drawn, drawn.height
     drawn = pl.DataFrame()
     start = 0
     while start < slots.height and drawn.height < need:
         size = int((need - drawn.height) * 1.02) + 256
         batch = slots.slice(start, size)
         start += size
-        new = kind.draw(batch.select("pid", "d")).join(batch, on=["pid", "d"])
+        new = kind.draw(batch)
         drawn = _dedupe(pl.concat([drawn, new], how="vertical_relaxed") if drawn.height else new)
     return drawn, drawn.height + max(0, slots.height - start)
 
 
 def _uniform_pick(frame: pl.DataFrame, seed: int, stream: int) -> pl.DataFrame:
     u = uniform(seed, stream, frame["pid"], frame["d"], frame["tid"])
-    return frame.with_columns(_v=pl.Series(u)).filter(pl.col("_v") == pl.col("_v").min().over("pid", "d")).drop("_v")
+    return frame.with_columns(_v=pl.Series(u)).filter(pl.col("_v") == pl.col("_v").min().over("pc", "d")).drop("_v")
 
 
 # -- selection -----------------------------------------------------------------------------
@@ -354,11 +538,11 @@ def _targets(config: RoundConfig, available: dict[str, int]) -> dict[str, int]:
 def _dedupe(pairs: pl.DataFrame) -> pl.DataFrame:
     """The same (chosen, rejected) drawn twice for a prompt counts once (its first draw).
 
-    A slot (pid, d) holds one pair, so the smallest d identifies the first draw; rows come
+    A slot (pc, d) holds one pair, so the smallest d identifies the first draw; rows come
     back in no particular order (callers sort by selection order)."""
-    if pairs.height == 0:
+    if pairs.height == 0 or pairs["d"].max() == 0:  # one draw per prompt: nothing drawn twice
         return pairs
-    return pairs.filter(pl.col("d") == pl.col("d").min().over("pid", "c_tid", "r_tid"))
+    return pairs.filter(pl.col("d") == pl.col("d").min().over("pc", "c_tid", "r_tid"))
 
 
 def _select(pairs: pl.DataFrame, n: int) -> pl.DataFrame:
@@ -373,81 +557,119 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
     want_base = config.mix_base > 0
     # base answers are always read: they give the score distances of the summary
     sources = sorted(set(pools.positive) | set(pools.negative) | {pools.base_model})
-    cand, texts, skipped = candidates(inputs, config, sources)
+    cand, skipped = candidates(inputs, config, sources, pools.base_model)
     warnings = list(pools.warnings)
-    kinds: list[_Kind] = []
-    tau: float | None = None
-    if config.mix_matrix > 0:
-        m, sk = matrix_kind(cand, pools, config, sources)
-        skipped.update(sk)
-        kinds.append(m)
-    if want_base:
-        b, tau, sk = base_kind(cand, pools, config, sources)
-        skipped.update(sk)
-        kinds.append(b)
     need = _targets(config, {"matrix": 0, "base": 0}) if config.pairs is not None else None
+
+    def draw_matrix() -> tuple[pl.DataFrame, int, dict[str, int]]:
+        kind, sk = matrix_kind(cand, pools, config, sources)
+        return (*_draw_in_order(kind, need["matrix"] if need else None, config.seed), sk)
+
+    def draw_base() -> tuple[pl.DataFrame, int, dict[str, int], float | None]:
+        kind, tau, sk = base_kind(cand, pools, config, sources)
+        return (*_draw_in_order(kind, need["base"] if need else None, config.seed), sk, tau)
+
+    # the two kinds share nothing but the candidates: draw them on two threads (Polars and
+    # NumPy release the GIL), each deterministic on its own
     drawn: dict[str, pl.DataFrame] = {}
     available = {"matrix": 0, "base": 0}
-    for kind in kinds:
-        drawn[kind.name], available[kind.name] = _draw_in_order(kind, need[kind.name] if need else None, config.seed)
+    tau: float | None = None
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        matrix = threads.submit(draw_matrix) if config.mix_matrix > 0 else None
+        base = threads.submit(draw_base) if want_base else None
+        stats = _source_stats(cand)  # meanwhile, on this thread
+        if matrix is not None:
+            drawn["matrix"], available["matrix"], sk = matrix.result()
+            skipped.update(sk)
+        if base is not None:
+            drawn["base"], available["base"], sk, tau = base.result()
+            skipped.update(sk)
     requested = need if need is not None else _targets(config, available)
-    chosen_frames = [_select(drawn[k], requested[k]) for k in drawn if drawn[k].height]
+    chosen_frames = [_select(drawn[k], requested[k]).with_columns(kind=pl.lit(k)) for k in drawn if drawn[k].height]
     for kind, n in requested.items():
         if available[kind] < n:
             warnings.append(
                 f"fewer {kind} pairs than asked: {n} asked, only {available[kind]} possible "
                 f"(built what is possible; see the skipped prompts in --dry-run)"
             )
-    stats = (
-        cand.group_by("si")
-        .agg(pl.len().alias("answers"), pl.col("score").mean().alias("mean_score"),
-             pl.col("score").is_not_null().sum().alias("scored"))
-        .with_columns(source=pl.col("si").replace_strict(dict(enumerate(sources)), return_dtype=pl.String))
-        .drop("si")
-        .sort("source")
-    )
     present = set(stats["source"])
     for source in sources:
         if source not in present and (want_base or source != pools.base_model):
             warnings.append(f"source {source!r} has no answers for the {config.split!r} prompts")
-    cols = ["kind", "c_cid", "r_cid", "c_tid", "r_tid", "c_score", "r_score"]
+    cols = ["kind", "pc", *[f"{side}_{c}" for c in _SIDE for side in "cr"]]
     pairs = (
         pl.concat([f.select(cols) for f in chosen_frames], how="vertical_relaxed")
         if chosen_frames
         else pl.DataFrame()
     )
-    result = BuildResult(
-        pairs=pairs, tau=tau, requested=requested, available=available, skipped=skipped,
+    return BuildResult(
+        pairs=_finish(pairs, cand), tau=tau, requested=requested, available=available, skipped=skipped,
         warnings=warnings, candidates=stats,
     )
-    result.pairs = _finish(pairs, texts)
-    return result
 
 
-def _finish(pairs: pl.DataFrame, texts: pl.DataFrame) -> pl.DataFrame:
-    """Attach the target ids and turns of chosen and rejected."""
+def _source_stats(cand: Candidates) -> pl.DataFrame:
+    """Per source present: answers, scored answers and mean score (null if none scored)."""
+    si = cand.rows["si"].to_numpy()
+    score = cand.rows["score"].fill_null(np.nan).to_numpy()
+    scored = ~np.isnan(score)
+    n = len(cand.sources)
+    answers = np.bincount(si, minlength=n)
+    n_scored = np.bincount(si, weights=scored, minlength=n).astype(np.int64)
+    total = np.bincount(si[scored], weights=score[scored], minlength=n)
+    present = np.flatnonzero(answers)
+    return pl.DataFrame({
+        "answers": answers[present].astype(np.uint32),
+        "mean_score": np.where(n_scored[present] > 0, total[present] / np.maximum(n_scored[present], 1), np.nan),
+        "scored": n_scored[present].astype(np.uint32),
+        "source": [cand.sources[i] for i in present],
+    }).with_columns(pl.col("mean_score").fill_nan(None)).sort("source")
+
+
+def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:
+    """Strings at last: prompt ids, answer ids, sources and turns of chosen and rejected."""
     if pairs.height == 0:
         return pl.DataFrame(
-            schema={"prompt_id": pl.String, "kind": pl.String, "chosen_id": pl.String, "rejected_id": pl.String,
+            schema={"pair_id": pl.String, "prompt_id": pl.String, "kind": pl.String, "chosen_id": pl.String, "rejected_id": pl.String,
                     "chosen_source": pl.String, "rejected_source": pl.String, "chosen_score": pl.Float64,
                     "rejected_score": pl.Float64, "chosen_turns": pl.List(pl.String), "rejected_turns": pl.List(pl.String)}
         )
-    c_idx = pairs["c_cid"].cast(pl.UInt32)
-    r_idx = pairs["r_cid"].cast(pl.UInt32)
-    if texts.n_chunks() > 1:  # one contiguous buffer makes the random gathers ~7x faster
-        texts = texts.rechunk()
-    # chosen and rejected texts differ: their text hashes differ (checked when drawing), and
-    # equal texts always hash equal, so no text comparison is needed here.
-    out = pl.DataFrame({
-        "prompt_id": texts["prompt_id"].gather(c_idx),
+    names = pl.Series(cand.sources, dtype=pl.String)
+    ids = pl.DataFrame({
         "kind": pairs["kind"],
-        "chosen_id": texts["target_id"].gather(c_idx),
-        "rejected_id": texts["target_id"].gather(r_idx),
-        "chosen_source": texts["source"].gather(c_idx),
-        "rejected_source": texts["source"].gather(r_idx),
-        "chosen_score": pairs["c_score"].cast(pl.Float64),
-        "rejected_score": pairs["r_score"].cast(pl.Float64),
-        "chosen_turns": texts["turns"].gather(c_idx),
-        "rejected_turns": texts["turns"].gather(r_idx),
+        "prompt_id": cand.prompt_ids.gather(pl.Series(cand.prompt_row[pairs["pc"].to_numpy()])),
+        "chosen_id": cand.target_ids.gather(pairs["c_cid"]),
+        "rejected_id": cand.target_ids.gather(pairs["r_cid"]),
     })
-    return out
+    # rows in pair_id order, the snapshot's order: the texts are gathered once, in place
+    # (no thread beside the hashing: DuckDB hashes on both cores)
+    ids = ids.with_columns(pair_id=pair_ids(ids))
+    # ids are 16 lowercase hex digits: their order is that of their integers (a cheap sort)
+    order = pl.Series(np.argsort(ids.select(_id_key("pair_id")).to_series().to_numpy(), kind="stable"))
+    ids, pairs = ids[order], pairs[order]
+    # chosen and rejected texts differ: checked when drawing
+    return ids.select("pair_id", "prompt_id", "kind", "chosen_id", "rejected_id").with_columns(
+        chosen_source=names.gather(pairs["c_si"]),
+        rejected_source=names.gather(pairs["r_si"]),
+        chosen_score=pairs["c_score"].cast(pl.Float64),
+        rejected_score=pairs["r_score"].cast(pl.Float64),
+        chosen_turns=cand.turns.gather(pairs["c_cid"]),
+        rejected_turns=cand.turns.gather(pairs["r_cid"]),
+    )
+
+
+def pair_ids(keys: pl.DataFrame) -> pl.Series:
+    """pair_id = content hash of (kind, prompt id, chosen answer id, rejected answer id),
+    computed inside DuckDB (both cores) with the same function as :mod:`tso_data.ids`.
+
+    >>> from tso_data.ids import content_hash
+    >>> keys = pl.DataFrame({"kind": ["base"], "prompt_id": ["p"], "chosen_id": ["c"], "rejected_id": ["r"]})
+    >>> pair_ids(keys).item() == content_hash("pair", "base", "p", "c", "r")
+    True
+    """
+    expr = sql_hash("pair", "kind", "prompt_id", "chosen_id", "rejected_id")
+    table = keys.select("kind", "prompt_id", "chosen_id", "rejected_id").to_arrow(compat_level=pl.CompatLevel.newest())
+    # batches DuckDB can hash on both cores (a one-batch table is scanned by one thread)
+    frame = pa.Table.from_batches(table.to_batches(max_chunksize=1 << 16), schema=table.schema)  # noqa: F841
+    with duckdb.connect() as con:  # a private in-memory connection: safe on any thread
+        return con.sql(f"SELECT {expr} AS pair_id FROM frame").pl().get_column("pair_id")

@@ -57,6 +57,8 @@ skipped, failed requests are retried, and every prompt ends with exactly --n res
 @click.option("--shard", "shard_text", default="0/1", show_default=True,
               help="Worker i of N (0-based): only prompts whose id hashes to i.")
 @click.option("--concurrency", type=int, default=64, show_default=True, help="openai: requests in flight.")
+@click.option("--client-processes", type=int, default=None,
+              help="openai: client processes sharing --concurrency [one per 32 in flight, at most one per core].")
 @click.option("--batch-size", type=int, default=None,
               help="transformers: prompts per generate call [8]; vllm: requests per engine call [1024].")
 @click.option("--flush-every", type=int, default=512, show_default=True, help="Write a shard every K results...")
@@ -83,7 +85,7 @@ skipped, failed requests are retried, and every prompt ends with exactly --n res
 @json_option
 def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None, where: str | None, split: str,
                  n: int, temperature: float, top_p: float, max_tokens: int, seed: int | None, shard_text: str,
-                 concurrency: int, batch_size: int | None, flush_every: int, flush_seconds: float, device: str,
+                 concurrency: int, client_processes: int | None, batch_size: int | None, flush_every: int, flush_seconds: float, device: str,
                  dtype: str, tensor_parallel_size: int, served_model: str | None, api_key_env: str | None,
                  no_api_key: bool, request_timeout_s: float, max_attempts: int, retry_delay: float, rpm: float | None,
                  tpm: float | None, merge: bool, merge_only: bool, dry_run: bool, no_progress: bool,
@@ -107,6 +109,8 @@ def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None,
         raise TSODataError("--model is required (or pass --merge-only)")
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
     validate_sampling(params, n)
+    if client_processes is not None:
+        _check_positive(client_processes=client_processes)
     _check_positive(concurrency=concurrency, flush_every=flush_every, max_attempts=max_attempts,
                     tensor_parallel_size=tensor_parallel_size)
     if batch_size is not None:
@@ -121,8 +125,8 @@ def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None,
     backend_name = resolve_backend_name(model, backend)
     options = BackendOptions(
         backend=backend_name, batch_size=batch_size, device=device, dtype=dtype,
-        tensor_parallel_size=tensor_parallel_size, concurrency=concurrency, served_model=served_model,
-        api_key_env=api_key_env, no_api_key=no_api_key, request_timeout_s=request_timeout_s,
+        tensor_parallel_size=tensor_parallel_size, concurrency=concurrency, client_processes=client_processes,
+        served_model=served_model, api_key_env=api_key_env, no_api_key=no_api_key, request_timeout_s=request_timeout_s,
         max_attempts=max_attempts, retry_base_delay_s=retry_delay, requests_per_minute=rpm, tokens_per_minute=tpm,
     )
     if backend_name == "openai":

@@ -14,6 +14,7 @@ from tso_data.catalog import Catalog
 from tso_data.cli.options import catalog_option, json_option
 from tso_data.errors import TSODataError
 from tso_data.generate.backend import SamplingParams
+from tso_data.generate.factory import BackendOptions
 from tso_data.judge.rubrics import available_rubrics, load_rubric, resolve_rubrics, rubric_dirs
 
 rubric_option = click.option(
@@ -41,13 +42,13 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _model_backend(catalog: Catalog, judge: str, backend_name: str | None):
+def _model_backend(catalog: Catalog, judge: str, options: BackendOptions):
     """The generation backend that runs judge model ``judge`` (a `models` row), and its version."""
-    from tso_data.generate.factory import BackendOptions, get_backend
+    from tso_data.generate.factory import get_backend
     from tso_data.matrix import get_model
 
     info = get_model(catalog, judge)
-    return get_backend(info, BackendOptions(backend=backend_name)), info.version
+    return get_backend(info, options), info.version
 
 
 @click.command("judge")
@@ -73,13 +74,22 @@ def _model_backend(catalog: Catalog, judge: str, backend_name: str | None):
 @click.option("--max-tokens", default=1024, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each judgment and attempt gets its own.")
 @click.option("--backend", "backend_name", default=None, help="Override the judge model's backend (transformers, openai, vllm).")
+@click.option("--concurrency", default=64, show_default=True, help="openai judge: requests in flight.")
+@click.option("--client-processes", type=int, default=None,
+              help="openai judge: client processes sharing --concurrency [one per 32 in flight, at most one per core].")
+@click.option("--rpm", type=float, default=None, help="openai judge: requests-per-minute limit.")
+@click.option("--tpm", type=float, default=None, help="openai judge: tokens-per-minute limit.")
+@click.option("--api-key-env", default=None,
+              help="openai judge: environment variable holding the API key [OPENAI_API_KEY; optional on localhost].")
+@click.option("--batch-size", type=int, default=None, help="transformers/vllm judge: prompts per generate call.")
 @click.option("--reparse", is_flag=True, help="Re-parse stored judge texts with the current parser; calls no model.")
 @json_option
 def judge_cmd(
     catalog_path: str, judge: str, rubric_names: tuple[str, ...], rubrics_dirs: tuple[str, ...],
     source: str | None, where: str | None, round_: int | None, reference_source: str | None,
     samples: int, max_attempts: int, temperature: float, top_p: float, max_tokens: int, seed: int,
-    backend_name: str | None, reparse: bool, as_json: bool,
+    backend_name: str | None, concurrency: int, client_processes: int | None, rpm: float | None,
+    tpm: float | None, api_key_env: str | None, batch_size: int | None, reparse: bool, as_json: bool,
 ) -> None:
     """Score answers with an LLM judge (or a function judge) and a rubric.
 
@@ -94,6 +104,7 @@ def judge_cmd(
       tso-data judge --judge judge-7b --round 1 --samples 4
       tso-data judge --judge judge-7b --where "category = 'math'" --reference human
       tso-data judge --judge fn:my_verifiers:exact_match --model acme-v1-7b
+      tso-data judge --judge gpt-4o --model acme-v1-7b --concurrency 128 --rpm 5000   # a hosted judge
       tso-data judge --judge judge-7b --reparse          # after a parser change, no model calls
     """
     from tso_data.judge import run as judge_run
@@ -145,7 +156,14 @@ def judge_cmd(
                 on_result=lambda: progress.advance(task),
             )
     elif items:
-        backend, version = _model_backend(catalog, judge, backend_name)
+        for name, value in (("concurrency", concurrency), ("client-processes", client_processes),
+                            ("batch-size", batch_size), ("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value <= 0:
+                raise TSODataError(f"--{name} must be > 0, got {value}")
+        options = BackendOptions(backend=backend_name, concurrency=concurrency, client_processes=client_processes,
+                                 requests_per_minute=rpm, tokens_per_minute=tpm, api_key_env=api_key_env,
+                                 batch_size=batch_size)
+        backend, version = _model_backend(catalog, judge, options)
         try:
             judge_run.run_model_judge(
                 catalog, items, backend, judge=judge, judge_version=version,

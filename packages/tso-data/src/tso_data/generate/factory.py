@@ -32,6 +32,7 @@ class BackendOptions:
     max_model_len: int | None = None
     # openai
     concurrency: int = 64
+    client_processes: int | None = None  # None: auto_processes(concurrency)
     served_model: str | None = None  # the name the server knows; default path, else name
     api_key_env: str | None = None  # None: $OPENAI_API_KEY, optional for loopback endpoints
     no_api_key: bool = False
@@ -131,7 +132,7 @@ def get_backend(model: ModelInfo, options: BackendOptions | None = None, *, back
                 max_model_len=options.max_model_len,
             )
         )
-    from tso_data.generate.openai_backend import OpenAIBackend, OpenAISettings
+    from tso_data.generate.openai_backend import OpenAIBackend, OpenAISettings, auto_processes
 
     endpoint = str(model.endpoint)
     return OpenAIBackend(
@@ -144,6 +145,7 @@ def get_backend(model: ModelInfo, options: BackendOptions | None = None, *, back
             retry=RetryPolicy(options.max_attempts, options.retry_base_delay_s, options.retry_max_delay_s),
             requests_per_minute=options.requests_per_minute,
             tokens_per_minute=options.tokens_per_minute,
+            processes=options.client_processes or auto_processes(options.concurrency),
         ),
         seed=options.seed,
     )

@@ -2,7 +2,11 @@
 `transformers serve`, hosted APIs) through the official async ``openai`` client.
 
 Requests run on an asyncio loop in a background thread with a fixed pool of
-``concurrency`` workers; ``run`` yields Results as they complete. Each request is retried
+``concurrency`` workers; ``run`` yields Results as they complete. With ``processes`` > 1
+the requests are spread over that many client processes (:mod:`openai_pool`), each with
+its own event loop and share of the concurrency: one Python process spends about 1 ms of
+CPU per request in the SDK, so a single process cannot keep hundreds of requests in
+flight against a fast server. Each request is retried
 on 429, 5xx, 408/409, timeouts, connection errors and malformed bodies with exponential
 back-off and jitter (``Retry-After`` honoured); other 4xx fail at once. Optional
 requests-per-minute and tokens-per-minute buckets pace the workers.
@@ -14,12 +18,13 @@ it is never stored, printed or logged.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 
 import openai
 
@@ -45,6 +50,34 @@ class OpenAISettings:
     retry: RetryPolicy = RetryPolicy()
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
+    processes: int = 1  # client processes; > 1 spreads the concurrency over them
+
+    def share(self, index: int) -> "OpenAISettings":
+        """The settings of client process ``index`` of ``processes``: its part of the
+        concurrency and of the rate limits (single-process settings)."""
+        n = self.processes
+        concurrency = self.concurrency // n + (1 if index < self.concurrency % n else 0)
+        return replace(
+            self,
+            concurrency=max(1, concurrency),
+            requests_per_minute=self.requests_per_minute / n if self.requests_per_minute else None,
+            tokens_per_minute=self.tokens_per_minute / n if self.tokens_per_minute else None,
+            processes=1,
+        )
+
+
+def auto_processes(concurrency: int, cpus: int | None = None) -> int:
+    """Client processes for ``concurrency`` requests in flight: one per 32, at most one
+    per CPU core (one process spends ~1 ms of CPU per request, and queueing delay grows
+    well before it saturates its core).
+
+    >>> auto_processes(16, cpus=2), auto_processes(64, cpus=2), auto_processes(256, cpus=2)
+    (1, 2, 2)
+    >>> auto_processes(1024, cpus=16)
+    16
+    """
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, min(cpus, concurrency // 32))
 
 
 class _Retryable(Exception):
@@ -63,13 +96,30 @@ class OpenAIBackend:
     def __init__(self, settings: OpenAISettings, *, seed: int | None = None) -> None:
         if settings.concurrency < 1:
             raise TSODataError(f"--concurrency must be >= 1, got {settings.concurrency}")
+        if settings.processes < 1:
+            raise TSODataError(f"--client-processes must be >= 1, got {settings.processes}")
         self.settings = settings
         self._rng = random.Random(seed)
         self._stop = threading.Event()
+        self._pool = None
+        if settings.processes > 1:
+            from tso_data.generate.openai_pool import ClientPool
+
+            # started now, so the processes import the SDK while the caller plans its job
+            self._pool = ClientPool(settings, seed=seed)
 
     # -- public --------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Wait until the client processes are up and have reached the endpoint (a run
+        does this itself; call it to time start-up apart from the requests)."""
+        if self._pool is not None:
+            self._pool.start()
+
     def run(self, requests: Iterable[Request]) -> Iterator[Result]:
+        if self._pool is not None:
+            yield from self._pool.run(requests)
+            return
         out: queue.Queue[object] = queue.Queue()
         thread = threading.Thread(
             target=lambda: asyncio.run(self._main(iter(requests), out)), name="openai-backend", daemon=True
@@ -90,38 +140,58 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._stop.set()
+        if self._pool is not None:
+            self._pool.close()
 
-    # -- the event loop ------------------------------------------------------------------
+    # -- the request loop (also run by each client process of openai_pool) ----------------
 
-    async def _main(self, requests: Iterator[Request], out: queue.Queue[object]) -> None:
+    def make_client(self) -> openai.AsyncOpenAI:
         s = self.settings
-        client = openai.AsyncOpenAI(
+        return openai.AsyncOpenAI(
             base_url=s.base_url,
             api_key=s.api_key or "none",  # local servers accept any key
             max_retries=0,  # we retry ourselves, with our policy and accounting
             timeout=s.request_timeout_s,
             http_client=_http_client(s),
         )
+
+    async def serve(
+        self,
+        client: openai.AsyncOpenAI,
+        next_request: Callable[[], Awaitable[Request | None]],
+        emit: Callable[[Result], None],
+    ) -> None:
+        """Complete requests from ``next_request`` (None: no more) with ``concurrency``
+        workers, handing each Result to ``emit``."""
+        s = self.settings
         rpm = TokenBucket(s.requests_per_minute) if s.requests_per_minute else None
         tpm = TokenBucket(s.tokens_per_minute) if s.tokens_per_minute else None
+
+        async def worker() -> None:
+            while not self._stop.is_set():
+                request = await next_request()
+                if request is None:
+                    return
+                emit(await self.complete(client, request, rpm, tpm))
+
+        await asyncio.gather(*(worker() for _ in range(s.concurrency)))
+
+    async def _main(self, requests: Iterator[Request], out: queue.Queue[object]) -> None:
+        client = self.make_client()
+
+        async def next_request() -> Request | None:
+            return next(requests, None)  # synchronous: no other worker runs meanwhile
+
         try:
-            await self._preflight(client)
-
-            async def worker() -> None:
-                while not self._stop.is_set():
-                    request = next(requests, None)  # synchronous: no other worker runs meanwhile
-                    if request is None:
-                        return
-                    out.put(await self._complete(client, request, rpm, tpm))
-
-            await asyncio.gather(*(worker() for _ in range(s.concurrency)))
+            await self.preflight(client)
+            await self.serve(client, next_request, out.put)
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
             out.put(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
         finally:
             await client.close()
             out.put(_DONE)
 
-    async def _preflight(self, client: openai.AsyncOpenAI) -> None:
+    async def preflight(self, client: openai.AsyncOpenAI) -> None:
         """Fail the whole run clearly when the endpoint can't be reached or rejects the key."""
         policy = self.settings.retry
         last = ""
@@ -148,7 +218,7 @@ class OpenAIBackend:
             "nothing was stored"
         )
 
-    async def _complete(
+    async def complete(
         self,
         client: openai.AsyncOpenAI,
         request: Request,
