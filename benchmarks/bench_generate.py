@@ -81,7 +81,8 @@ def _start_stub() -> tuple[subprocess.Popen[str], str]:
     return proc, line.split()[1]
 
 
-def bench_openai(levels: list[int], rounds: int, console: Console) -> list[dict[str, object]]:
+def bench_openai(levels: list[int], rounds: int, console: Console,
+                 client_processes: int | None = None) -> list[dict[str, object]]:
     proc, base_url = _start_stub()
     rows = []
     try:
@@ -99,6 +100,7 @@ def bench_openai(levels: list[int], rounds: int, console: Console) -> list[dict[
                 plan = plan_generation(catalog, spec)
                 startup = time.monotonic()
                 backend = get_backend(get_model(catalog, name), BackendOptions(concurrency=concurrency,
+                                                                               client_processes=client_processes,
                                                                                no_api_key=True))
                 backend.start()  # client processes up and preflight done: timed apart, reported below
                 startup_s = time.monotonic() - startup
@@ -107,6 +109,7 @@ def bench_openai(levels: list[int], rounds: int, console: Console) -> list[dict[
                 started, cpu_started = time.monotonic(), time.process_time()
                 result = run_generation(catalog, plan, backend, flush_every=1000, flush_seconds=30, progress=False)
                 wall, cpu = time.monotonic() - started, time.process_time() - cpu_started
+                parent_cpu = cpu
                 cpu += _children_cpu_s(proc.pid) - children_cpu
                 backend.close()
                 stored = catalog.scalar("SELECT count(*) FROM responses WHERE model = ?", [name])
@@ -121,12 +124,14 @@ def bench_openai(levels: list[int], rounds: int, console: Console) -> list[dict[
                     "ratio_including_startup": round(total / (wall + startup_s) / ideal, 3), "catalog_write_s": round(writes, 3),
                     "catalog_write_share": round(writes / wall, 4), "flush_s": round(result.run.flush_s, 3),
                     "flushes": result.run.flushes, "merge_s": round(result.merge_s, 3),
-                    "client_cpu_ms_per_request": round(cpu * 1000 / total, 3), "failed": result.run.failed,
+                    "client_cpu_ms_per_request": round(cpu * 1000 / total, 3),
+                    "parent_cpu_ms_per_request": round(parent_cpu * 1000 / total, 3), "failed": result.run.failed,
                 })
                 console.print(f"openai c={concurrency} ({processes} client process{'es' if processes > 1 else ''}, "
                               f"start-up {startup_s:.2f} s): {achieved:.0f} req/s of {ideal:.0f} ideal "
                               f"({achieved / ideal:.0%}), writes {writes / wall:.1%} of {wall:.2f} s (flush {result.run.flush_s:.2f} s "
-                              f"x{result.run.flushes}, merge {result.merge_s:.2f} s), client CPU {cpu * 1000 / total:.2f} ms/req")
+                              f"x{result.run.flushes}, merge {result.merge_s:.2f} s), client CPU {cpu * 1000 / total:.2f} ms/req "
+                              f"({parent_cpu * 1000 / total:.2f} in this process)")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -226,12 +231,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transformers-only", action="store_true")
     parser.add_argument("--device", default="cpu", help="transformers part: cpu or cuda (a larger model on cuda)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument("--client-processes", type=int, default=None, help="openai part: default one per 32 in flight")
+    parser.add_argument("--levels", default="16,64,256", help="openai part: concurrency levels")
     args = parser.parse_args(argv)
     console = Console(width=160)
     load_before = os.getloadavg()[0]
     rounds = 10 if args.small else 50
-    levels = [16, 64, 256]
-    openai_rows = [] if args.transformers_only else bench_openai(levels, rounds, console)
+    levels = [int(x) for x in args.levels.split(",")]
+    openai_rows = [] if args.transformers_only else bench_openai(levels, rounds, console, args.client_processes)
     tf_row = None
     if not args.skip_transformers:
         if args.device == "cpu":

@@ -284,7 +284,7 @@ class _Writer:
 
     def __call__(self, batch: list[Result]) -> None:
         now = datetime.now(UTC).replace(tzinfo=None)
-        responses: list[dict[str, object]] = []
+        finished: list[Conversation] = []
         failures: list[dict[str, object]] = []
         for result in batch:
             conv = self.conversations[result.key]
@@ -303,18 +303,31 @@ class _Writer:
             conv.latency_s += result.latency_s
             conv.finish_reasons.append(result.finish_reason or "stop")
             if len(conv.answers) == len(conv.user_turns):
-                responses.append({
-                    "response_id": conv.response_id, "prompt_id": conv.prompt_id, "model": self.spec.model,
-                    "sample_index": conv.sample_index, "turns": conv.answers, "sampling": self.spec.sampling_key,
-                    "backend": self.backend_name, "prompt_tokens": conv.prompt_tokens,
-                    "completion_tokens": conv.completion_tokens,
-                    "finish_reason": "length" if "length" in conv.finish_reasons else conv.finish_reasons[-1],
-                    "latency_s": conv.latency_s, "created_at": now,
-                })
-        write_shard(self.catalog, "responses", pa.Table.from_pylist(responses, schema=RESPONSE_SCHEMA))
+                finished.append(conv)
+        write_shard(self.catalog, "responses", self._responses_table(finished, now))
         write_shard(self.catalog, "failures", pa.Table.from_pylist(failures, schema=FAILURE_SCHEMA))
-        self.responses += len(responses)
+        self.responses += len(finished)
         self.failures += len(failures)
+
+    def _responses_table(self, finished: list[Conversation], now: datetime) -> pa.Table:
+        """Column by column (no dict per row): this runs in the process that also feeds the
+        requests, and at thousands of responses a second its cost shows."""
+        n = len(finished)
+        columns = {
+            "response_id": [c.response_id for c in finished],
+            "prompt_id": [c.prompt_id for c in finished],
+            "model": [self.spec.model] * n,
+            "sample_index": [c.sample_index for c in finished],
+            "turns": [c.answers for c in finished],
+            "sampling": [self.spec.sampling_key] * n,
+            "backend": [self.backend_name] * n,
+            "prompt_tokens": [c.prompt_tokens for c in finished],
+            "completion_tokens": [c.completion_tokens for c in finished],
+            "finish_reason": ["length" if "length" in c.finish_reasons else c.finish_reasons[-1] for c in finished],
+            "latency_s": [c.latency_s for c in finished],
+            "created_at": [now] * n,
+        }
+        return pa.table([pa.array(columns[f.name], type=f.type) for f in RESPONSE_SCHEMA], schema=RESPONSE_SCHEMA)
 
 
 def run_generation(

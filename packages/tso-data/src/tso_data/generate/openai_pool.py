@@ -45,6 +45,10 @@ if TYPE_CHECKING:
     from tso_data.generate.openai_backend import OpenAISettings
 
 _READY, _ERROR, _RESULTS, _DONE = "ready", "error", "results", "done"
+# Client processes run at a lower priority: when the cores are busy, the command's own
+# process (handing out requests, writing the catalog) and a model server on the same
+# machine go first; the clients only spend what is left.
+CLIENT_NICENESS = 5
 _REQUESTS, _END = "requests", "end"
 
 
@@ -165,6 +169,7 @@ class ClientPool:
 
 def _client_process(conn: Connection, settings: "OpenAISettings", seed: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    os.nice(CLIENT_NICENESS)
     outbox: queue.Queue[object] = queue.Queue()
     sender = threading.Thread(target=_send_loop, args=(conn, outbox), daemon=True)
     sender.start()
