@@ -61,10 +61,12 @@ def run_tso(directory: Path, n_pairs: int) -> dict[str, float]:
     import polars as pl
 
     from tso_data.build.config import load_round_config, resolve_pools
+    from tso_data.build.memory import use_batch_allocator
     from tso_data.build.pairs import BuildInputs, build_pairs
     from tso_data.build.snapshot import snapshot_table, to_conversations, write_snapshot_file
 
     t0 = time.perf_counter()
+    use_batch_allocator()  # as `tso-data build` does (plan_round) before it reads the inputs
     prompts = pl.read_parquet(directory / "prompts.parquet")
     responses = pl.read_parquet(directory / "responses.parquet", columns=["response_id", "prompt_id", "model", "turns"])
     scores = pl.read_parquet(directory / "scores.parquet")

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from tso_data.build.config import ResolvedPools, RoundConfig, resolve_pools
+from tso_data.build.memory import use_batch_allocator
 from tso_data.build.pairs import BuildInputs, BuildResult, build_pairs
 from tso_data.build.snapshot import SCHEMA_VERSION, snapshot_table, to_conversations, write_snapshot_file
 from tso_data.catalog import Catalog
@@ -104,6 +105,7 @@ def fingerprint_ids(ids: pl.Series) -> str:
 
 
 def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
+    use_batch_allocator()  # before the inputs are read (build_pairs would set it too)
     models = load_models(catalog)
     pools = resolve_pools(config, models)
     sources = sorted(set(pools.positive) | set(pools.negative) | {pools.base_model})
