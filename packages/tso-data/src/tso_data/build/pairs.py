@@ -125,9 +125,15 @@ def uniform(seed: int, stream: int, *keys: pl.Series | np.ndarray | int) -> np.n
     return _unit(_chain(seed, stream, *keys))
 
 
-def _id_key(col: str) -> pl.Expr:
-    """The 64-bit integer of a content-hash id (16 hex digits); other ids fall back to a hash."""
-    return pl.col(col).str.to_integer(base=16, dtype=pl.UInt64, strict=False).fill_null(pl.col(col).hash(seed=7))
+def _id_key(ids: pl.Series) -> pl.Series:
+    """The 64-bit integer of a content-hash id (16 hex digits); other ids fall back to a hash
+    (computed only when some id is not hex: an expression would hash every row).
+
+    >>> _id_key(pl.Series(["00000000000000ff", "not hex"])).to_list()[0]
+    255
+    """
+    keys = ids.str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+    return keys if keys.null_count() == 0 else keys.fill_null(ids.hash(seed=7))
 
 
 # -- candidates ----------------------------------------------------------------------------
@@ -191,15 +197,14 @@ def candidates(
         slim = texts.select(
             si=pl.col("source").cast(pl.Enum(sources), strict=False).to_physical().cast(pl.UInt16),
             n=pl.col("turns").list.len().cast(pl.Int32),
-            tid=_id_key("target_id"),
         )
         si = slim["si"].fill_null(len(sources)).to_numpy()  # len(sources): not a source
-        tid = slim["tid"].to_numpy()
+        tid = _id_key(texts.get_column("target_id")).to_numpy()
         score = _scores_of(si, tid, inputs.scores, sources.index(base_model))
         pc_p, pc = coding.result()
     n_codes = int(max(pc_p.max(initial=0), pc.max(initial=0))) + 1  # (one spare code when empty)
     pid = np.zeros(n_codes, dtype=np.uint64)
-    pid[pc_p] = prompts.select(_id_key("prompt_id")).to_series().to_numpy()
+    pid[pc_p] = _id_key(prompts.get_column("prompt_id")).to_numpy()
     turns_of = np.full(n_codes, -1, dtype=np.int32)  # -1: not a prompt of the round
     turns_of[pc_p] = prompts.get_column("n_turns").cast(pl.Int32).to_numpy()
     prompt_row = np.full(n_codes, -1, dtype=np.int64)
@@ -240,7 +245,10 @@ def _scores_of(si: np.ndarray, tid: np.ndarray, scores: pl.DataFrame, base_si: i
     Judges score the base model's answers above all, so those rows are matched first and
     the other rows only with the scores left over: most builds probe a third of the rows."""
     out = np.full(len(si), np.nan)
-    left = scores.select(tid=_id_key("target_id"), score=pl.col("score").cast(pl.Float64).fill_null(np.nan))
+    left = pl.DataFrame({
+        "tid": _id_key(scores.get_column("target_id")),
+        "score": scores.get_column("score").cast(pl.Float64).fill_null(np.nan),
+    })
     for is_base in (True, False):
         if left.height == 0:
             break
@@ -613,12 +621,13 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
 def _source_stats(cand: Candidates) -> pl.DataFrame:
     """Per source present: answers, scored answers and mean score (null if none scored)."""
     si = cand.rows["si"].to_numpy()
-    score = cand.rows["score"].fill_null(np.nan).to_numpy()
-    scored = ~np.isnan(score)
+    score = cand.rows["score"].to_numpy()  # null → NaN
+    scored = np.flatnonzero(~np.isnan(score))
     n = len(cand.sources)
     answers = np.bincount(si, minlength=n)
-    n_scored = np.bincount(si, weights=scored, minlength=n).astype(np.int64)
-    total = np.bincount(si[scored], weights=score[scored], minlength=n)
+    si_scored = si[scored]
+    n_scored = np.bincount(si_scored, minlength=n)
+    total = np.bincount(si_scored, weights=score[scored], minlength=n)
     present = np.flatnonzero(answers)
     return pl.DataFrame({
         "answers": answers[present].astype(np.uint32),
@@ -647,7 +656,7 @@ def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:
     # (no thread beside the hashing: DuckDB hashes on both cores)
     ids = ids.with_columns(pair_id=pair_ids(ids))
     # ids are 16 lowercase hex digits: their order is that of their integers (a cheap sort)
-    order = pl.Series(np.argsort(ids.select(_id_key("pair_id")).to_series().to_numpy(), kind="stable"))
+    order = pl.Series(np.argsort(_id_key(ids.get_column("pair_id")).to_numpy(), kind="stable"))
     ids, pairs = ids[order], pairs[order]
     # chosen and rejected texts differ: checked when drawing
     return ids.select("pair_id", "prompt_id", "kind", "chosen_id", "rejected_id").with_columns(
