@@ -3,9 +3,9 @@
 
 Three runs, each in its own process (so peak RSS is its own):
 
-- ``tso``: Parquet inputs → Polars frames → pools → :func:`build_pairs` → conversations →
-  the snapshot file (pair ids, content hash, pinned writer): everything `tso-data build`
-  does after reading the catalog tables;
+- ``tso``: Parquet inputs → Polars frames → pools → :func:`build_pairs` → :func:`write_snapshot`
+  (conversations → the snapshot file: pair ids, content hash, pinned writer), as `tso-data
+  build` calls them after reading the catalog tables;
 - ``floor``: DuckDB writing the same number of pair rows with the same columns from a
   trivial join of the same inputs (no sampling) to Parquet;
 - ``pandas``: a straightforward pandas implementation of the same sampling (weighted
@@ -63,7 +63,7 @@ def run_tso(directory: Path, n_pairs: int) -> dict[str, float]:
     from tso_data.build.config import load_round_config, resolve_pools
     from tso_data.build.memory import use_batch_allocator
     from tso_data.build.pairs import BuildInputs, build_pairs
-    from tso_data.build.snapshot import snapshot_table, to_conversations, write_snapshot_file
+    from tso_data.build.snapshot import write_snapshot
 
     t0 = time.perf_counter()
     use_batch_allocator()  # as `tso-data build` does (plan_round) before it reads the inputs
@@ -80,9 +80,8 @@ def run_tso(directory: Path, n_pairs: int) -> dict[str, float]:
     pools = resolve_pools(config, models)
     result = build_pairs(BuildInputs(prompts, answers, responses, scores), config, pools)
     t_pairs = time.perf_counter() - t0
-    table, sid = snapshot_table(to_conversations(result.pairs, prompts), 1, config.to_dict())
-    write_snapshot_file(table, directory / "out" / f"{sid}.parquet")
-    return {"rows": table.num_rows, "load_s": t_load, "pairs_s": t_pairs, **result.counts}
+    _, _, _, rows = write_snapshot(result.pairs, prompts, 1, config.to_dict(), directory / "out")
+    return {"rows": rows, "load_s": t_load, "pairs_s": t_pairs, **result.counts}
 
 
 def run_floor(directory: Path, n_pairs: int) -> dict[str, float]:

@@ -159,3 +159,22 @@ def test_snapshot_is_deterministic_and_content_addressed(tmp_path) -> None:
     pairs = build_pairs(inputs, other, resolve_pools(other, models_frame())).pairs
     _, sid2 = snapshot_table(to_conversations(pairs, inputs.prompts), 1, other.to_dict())
     assert sid2 != paths[0].stem
+
+
+@pytest.mark.parametrize("row_group_size", [65_536, 16])
+def test_pipelined_snapshot_writes_the_one_table_file(tmp_path, monkeypatch, row_group_size) -> None:
+    """write_snapshot (halves converted beside the writer) gives the bytes and id of
+    snapshot_table + write_snapshot_file, also when the rows span several row groups."""
+    from tso_data.build import snapshot
+    from tso_data.build.snapshot import write_snapshot, write_snapshot_file
+
+    monkeypatch.setitem(snapshot.WRITER_OPTIONS, "row_group_size", row_group_size)
+    inputs = make_inputs(_large_spec(300))
+    cfg = config(pairs=200)
+    pairs = build_pairs(inputs, cfg, resolve_pools(cfg, models_frame())).pairs
+    table, sid = snapshot_table(to_conversations(pairs, inputs.prompts), 1, cfg.to_dict())
+    assert write_snapshot_file(table, tmp_path / "one" / f"{sid}.parquet")
+    sid2, path, created, rows = write_snapshot(pairs, inputs.prompts, 1, cfg.to_dict(), tmp_path / "two")
+    assert (sid2, path.name, created, rows) == (sid, f"{sid}.parquet", True, table.num_rows)
+    assert path.read_bytes() == (tmp_path / "one" / f"{sid}.parquet").read_bytes()
+    assert write_snapshot(pairs, inputs.prompts, 1, cfg.to_dict(), tmp_path / "two")[2] is False  # never overwritten

@@ -646,27 +646,35 @@ def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:
                     "rejected_score": pl.Float64, "chosen_turns": pl.List(pl.String), "rejected_turns": pl.List(pl.String)}
         )
     names = pl.Series(cand.sources, dtype=pl.String)
-    ids = pl.DataFrame({
+    prompt_rows = pl.Series(cand.prompt_row[pairs["pc"].to_numpy()])
+    keys = pl.DataFrame({
         "kind": pairs["kind"],
-        "prompt_id": cand.prompt_ids.gather(pl.Series(cand.prompt_row[pairs["pc"].to_numpy()])),
+        "prompt_id": cand.prompt_ids.gather(prompt_rows),
         "chosen_id": cand.target_ids.gather(pairs["c_cid"]),
         "rejected_id": cand.target_ids.gather(pairs["r_cid"]),
     })
-    # rows in pair_id order, the snapshot's order: the texts are gathered once, in place
+    # rows in pair_id order, the snapshot's order: every column is gathered once, in place
     # (no thread beside the hashing: DuckDB hashes on both cores)
-    ids = ids.with_columns(pair_id=pair_ids(ids))
+    pair_id = pair_ids(keys)
     # ids are 16 lowercase hex digits: their order is that of their integers (a cheap sort)
-    order = pl.Series(np.argsort(_id_key(ids.get_column("pair_id")).to_numpy(), kind="stable"))
-    ids, pairs = ids[order], pairs[order]
+    order = pl.Series(np.argsort(_id_key(pair_id).to_numpy(), kind="stable"))
+    del keys  # the id columns are gathered again in order: cheaper than reordering them
+    pairs = pairs.select("kind", "c_cid", "r_cid", "c_si", "r_si", "c_score", "r_score")[order]
+    c_cid, r_cid = pairs["c_cid"], pairs["r_cid"]
     # chosen and rejected texts differ: checked when drawing
-    return ids.select("pair_id", "prompt_id", "kind", "chosen_id", "rejected_id").with_columns(
-        chosen_source=names.gather(pairs["c_si"]),
-        rejected_source=names.gather(pairs["r_si"]),
-        chosen_score=pairs["c_score"].cast(pl.Float64),
-        rejected_score=pairs["r_score"].cast(pl.Float64),
-        chosen_turns=cand.turns.gather(pairs["c_cid"]),
-        rejected_turns=cand.turns.gather(pairs["r_cid"]),
-    )
+    return pl.DataFrame({
+        "pair_id": pair_id.gather(order),
+        "prompt_id": cand.prompt_ids.gather(prompt_rows.gather(order)),
+        "kind": pairs["kind"],
+        "chosen_id": cand.target_ids.gather(c_cid),
+        "rejected_id": cand.target_ids.gather(r_cid),
+        "chosen_source": names.gather(pairs["c_si"]),
+        "rejected_source": names.gather(pairs["r_si"]),
+        "chosen_score": pairs["c_score"].cast(pl.Float64),
+        "rejected_score": pairs["r_score"].cast(pl.Float64),
+        "chosen_turns": cand.turns.gather(c_cid),
+        "rejected_turns": cand.turns.gather(r_cid),
+    })
 
 
 def pair_ids(keys: pl.DataFrame) -> pl.Series:

@@ -14,7 +14,7 @@ import polars as pl
 from tso_data.build.config import ResolvedPools, RoundConfig, resolve_pools
 from tso_data.build.memory import use_batch_allocator
 from tso_data.build.pairs import BuildInputs, BuildResult, build_pairs
-from tso_data.build.snapshot import SCHEMA_VERSION, snapshot_table, to_conversations, write_snapshot_file
+from tso_data.build.snapshot import SCHEMA_VERSION, write_snapshot
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
 from tso_data.ids import canonical_json
@@ -180,11 +180,11 @@ def source_distances(build: RoundBuild) -> list[dict[str, Any]]:
 def write_round(catalog: Catalog, build: RoundBuild) -> RoundBuild:
     """Write the snapshot file (atomic, never overwritten) and record it in `snapshots`."""
     config_dict = build.config.to_dict()
-    conv = to_conversations(build.result.pairs, _prompts_of(catalog, build))
-    table, snapshot_id = snapshot_table(conv, build.config.round, config_dict)
-    path = catalog.snapshots_dir(build.config.round) / f"{snapshot_id}.parquet"
-    build.snapshot_id, build.path = snapshot_id, path
-    build.created = write_snapshot_file(table, path)
+    snapshot_id, path, created, n_rows = write_snapshot(
+        build.result.pairs, _prompts_of(catalog, build), build.config.round, config_dict,
+        catalog.snapshots_dir(build.config.round),
+    )
+    build.snapshot_id, build.path, build.created = snapshot_id, path, created
     counts = build.result.counts
     with catalog.connect(read_only=False) as con:
         exists = con.execute("SELECT count(*) FROM snapshots WHERE snapshot_id = ?", [snapshot_id]).fetchone()
@@ -194,7 +194,7 @@ def write_round(catalog: Catalog, build: RoundBuild) -> RoundBuild:
                 "n_pairs, n_matrix, n_base, config, inputs, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?, now())",
                 [
                     snapshot_id, build.config.round, path.relative_to(catalog.root).as_posix(), SCHEMA_VERSION,
-                    build.config.base_model, build.config.seed, build.result.tau, table.num_rows,
+                    build.config.base_model, build.config.seed, build.result.tau, n_rows,
                     counts["matrix"], counts["base"], canonical_json(config_dict),
                     canonical_json({
                         "fingerprints": build.inputs_fingerprint,

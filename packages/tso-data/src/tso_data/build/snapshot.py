@@ -11,6 +11,9 @@ Single-turn: ``chosen`` = [assistant].
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -146,30 +149,94 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
     return content_hash("snapshot", SCHEMA_VERSION, config_json, digest)
 
 
-def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -> tuple[pa.Table, str]:
-    """The snapshot's Arrow table (rows sorted by pair_id, exact §4 schema, metadata) and its id."""
-    conv = with_pair_ids(conv)
-    # keep only the snapshot's columns, then one gather in pair_id order (the turns columns
-    # of the pairs are not written, so they are never moved)
-    frame = conv.select(
+def _snapshot_frame(conv: pl.DataFrame, round_: int) -> pl.DataFrame:
+    """The snapshot's columns in pair_id order (the turns columns of the pairs are not
+    written, so they are selected away before the one gather)."""
+    frame = with_pair_ids(conv).select(
         "prompt", "chosen", "rejected", "pair_id", "prompt_id", "kind", "chosen_source", "rejected_source",
         "chosen_score", "rejected_score",
     )
     if not frame.get_column("pair_id").is_sorted():  # build_pairs hands them over sorted
         frame = frame[frame.get_column("pair_id").arg_sort()]
-    frame = frame.with_columns(pl.lit(round_, dtype=pl.Int32).alias("round"))
-    config_json = canonical_json(config)
-    with ThreadPoolExecutor(max_workers=1) as thread:  # the digest beside the Arrow conversion
-        digest = thread.submit(snapshot_digest, frame.select("pair_id", "chosen_score", "rejected_score"), config_json)
-        table = frame.to_arrow().cast(SNAPSHOT_SCHEMA)
-        snapshot_id = digest.result()
-    metadata = {
+    return frame.with_columns(pl.lit(round_, dtype=pl.Int32).alias("round"))
+
+
+def _metadata(snapshot_id: str, round_: int, config_json: str) -> dict[bytes, bytes]:
+    return {
         b"tso.schema_version": SCHEMA_VERSION.encode(),
         b"tso.snapshot_id": snapshot_id.encode(),
         b"tso.round": str(round_).encode(),
         b"tso.config": config_json.encode(),
     }
-    return table.replace_schema_metadata(metadata), snapshot_id
+
+
+def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -> tuple[pa.Table, str]:
+    """The snapshot's Arrow table (rows sorted by pair_id, exact §4 schema, metadata) and its id."""
+    frame = _snapshot_frame(conv, round_)
+    config_json = canonical_json(config)
+    with ThreadPoolExecutor(max_workers=1) as thread:  # the digest beside the Arrow conversion
+        digest = thread.submit(snapshot_digest, frame.select("pair_id", "chosen_score", "rejected_score"), config_json)
+        table = frame.to_arrow().cast(SNAPSHOT_SCHEMA)
+        snapshot_id = digest.result()
+    return table.replace_schema_metadata(_metadata(snapshot_id, round_, config_json)), snapshot_id
+
+
+def write_snapshot(
+    pairs: pl.DataFrame, prompts: pl.DataFrame, round_: int, config: dict[str, object], directory: Path
+) -> tuple[str, Path, bool, int]:
+    """Pairs → the snapshot file ``directory/<id>.parquet``: the file that :func:`to_conversations`,
+    :func:`snapshot_table` and :func:`write_snapshot_file` give (same bytes), on two threads.
+
+    The Parquet writer is single-threaded and the largest part of the work, so it starts as
+    soon as the id is known (it needs only pair ids and scores) and writes the first half of
+    the rows while a second thread builds the second half's conversations. The halves split
+    at a row-group boundary, so the row groups are those of the one-table write.
+    Returns (snapshot id, path, created, rows); never overwrites an existing file.
+    """
+    pairs = with_pair_ids(pairs)
+    if not pairs.get_column("pair_id").is_sorted():  # build_pairs hands them over sorted
+        pairs = pairs.sort("pair_id")
+    config_json = canonical_json(config)
+    step = int(WRITER_OPTIONS["row_group_size"])  # type: ignore[call-overload]
+    split = step * round(pairs.height / 2 / step)
+    halves = [pairs.slice(0, split), pairs.slice(split)] if 0 < split < pairs.height else [pairs]
+
+    def arrow(part: pl.DataFrame) -> pa.Table:
+        return _snapshot_frame(to_conversations(part, prompts), round_).to_arrow().cast(SNAPSHOT_SCHEMA)
+
+    with ThreadPoolExecutor(max_workers=1) as thread:  # converts the halves in order
+        tables = [thread.submit(arrow, half) for half in halves]
+        snapshot_id = snapshot_digest(pairs.select("pair_id", "chosen_score", "rejected_score"), config_json)
+        path = directory / f"{snapshot_id}.parquet"
+        if path.exists():
+            for table in tables:
+                table.cancel()
+            return snapshot_id, path, False, pairs.height
+        schema = SNAPSHOT_SCHEMA.with_metadata(_metadata(snapshot_id, round_, config_json))
+        _write_atomic(schema, (table.result() for table in tables), path)
+    return snapshot_id, path, True, pairs.height
+
+
+def _write_atomic(schema: pa.Schema, tables: Iterable[pa.Table], path: Path) -> None:
+    """:func:`tso_data.shards.write_atomic_parquet` for a table that arrives in parts."""
+    options = {k: v for k, v in WRITER_OPTIONS.items() if k != "row_group_size"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, schema, **options) as writer:  # type: ignore[arg-type]
+            for table in tables:
+                writer.write_table(table, row_group_size=WRITER_OPTIONS["row_group_size"])  # type: ignore[arg-type]
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_snapshot_file(table: pa.Table, path: Path) -> bool:
