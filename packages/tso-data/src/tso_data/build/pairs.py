@@ -587,7 +587,6 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
     with ThreadPoolExecutor(max_workers=2) as threads:
         matrix = threads.submit(draw_matrix) if config.mix_matrix > 0 else None
         base = threads.submit(draw_base) if want_base else None
-        stats = _source_stats(cand)  # meanwhile, on this thread
         if matrix is not None:
             drawn["matrix"], available["matrix"], sk = matrix.result()
             skipped.update(sk)
@@ -602,18 +601,24 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
                 f"fewer {kind} pairs than asked: {n} asked, only {available[kind]} possible "
                 f"(built what is possible; see the skipped prompts in --dry-run)"
             )
-    present = set(stats["source"])
-    for source in sources:
-        if source not in present and (want_base or source != pools.base_model):
-            warnings.append(f"source {source!r} has no answers for the {config.split!r} prompts")
     cols = ["kind", "pc", *[f"{side}_{c}" for c in _SIDE for side in "cr"]]
     pairs = (
         pl.concat([f.select(cols) for f in chosen_frames], how="vertical_relaxed")
         if chosen_frames
         else pl.DataFrame()
     )
+    # the source stats beside _finish, where a core is often idle (not beside the draws,
+    # which keep both cores busy)
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        stats_of = thread.submit(_source_stats, cand)
+        finished = _finish(pairs, cand)
+        stats = stats_of.result()
+    present = set(stats["source"])
+    for source in sources:
+        if source not in present and (want_base or source != pools.base_model):
+            warnings.append(f"source {source!r} has no answers for the {config.split!r} prompts")
     return BuildResult(
-        pairs=_finish(pairs, cand), tau=tau, requested=requested, available=available, skipped=skipped,
+        pairs=finished, tau=tau, requested=requested, available=available, skipped=skipped,
         warnings=warnings, candidates=stats,
     )
 
