@@ -192,15 +192,18 @@ def candidates(
         inputs.answers.select("prompt_id", "source", pl.col("answer_id").alias("target_id"), "turns"),
         inputs.responses.select("prompt_id", pl.col("model").alias("source"), pl.col("response_id").alias("target_id"), "turns"),
     ], how="vertical_relaxed")
-    with ThreadPoolExecutor(max_workers=1) as thread:  # the codes' cast runs beside the rest
-        coding = thread.submit(_prompt_codes, prompts.get_column("prompt_id"), texts.get_column("prompt_id"))
+    # the codes' cast (single-threaded) beside the id parsing, beside the source cast: the
+    # score lookup, which needs both the ids and the sources, then starts sooner
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        coding = threads.submit(_prompt_codes, prompts.get_column("prompt_id"), texts.get_column("prompt_id"))
+        keys = threads.submit(lambda: (_id_key(texts.get_column("target_id")).to_numpy(), _score_keys(inputs.scores)))
         slim = texts.select(
             si=pl.col("source").cast(pl.Enum(sources), strict=False).to_physical().cast(pl.UInt16),
             n=pl.col("turns").list.len().cast(pl.Int32),
         )
         si = slim["si"].fill_null(len(sources)).to_numpy()  # len(sources): not a source
-        tid = _id_key(texts.get_column("target_id")).to_numpy()
-        score = _scores_of(si, tid, inputs.scores, sources.index(base_model))
+        tid, scored = keys.result()
+        score = _scores_of(si, tid, scored, sources.index(base_model))
         pc_p, pc = coding.result()
     n_codes = int(max(pc_p.max(initial=0), pc.max(initial=0))) + 1  # (one spare code when empty)
     pid = np.zeros(n_codes, dtype=np.uint64)
@@ -239,16 +242,21 @@ def _prompt_codes(prompt_ids: pl.Series, answer_prompt_ids: pl.Series) -> tuple[
     return codes[: prompt_ids.len()], codes[prompt_ids.len():]
 
 
-def _scores_of(si: np.ndarray, tid: np.ndarray, scores: pl.DataFrame, base_si: int) -> np.ndarray:
-    """Each row's score (NaN where unscored), by inner joins scattered back by row.
+def _score_keys(scores: pl.DataFrame) -> pl.DataFrame:
+    """The scores table keyed by integer answer key: tid, score (NaN for a null score)."""
+    return pl.DataFrame({
+        "tid": _id_key(scores.get_column("target_id")),
+        "score": scores.get_column("score").cast(pl.Float64).fill_null(np.nan),
+    })
+
+
+def _scores_of(si: np.ndarray, tid: np.ndarray, left: pl.DataFrame, base_si: int) -> np.ndarray:
+    """Each row's score (NaN where unscored), by inner joins of :func:`_score_keys`'s table,
+    scattered back by row.
 
     Judges score the base model's answers above all, so those rows are matched first and
     the other rows only with the scores left over: most builds probe a third of the rows."""
     out = np.full(len(si), np.nan)
-    left = pl.DataFrame({
-        "tid": _id_key(scores.get_column("target_id")),
-        "score": scores.get_column("score").cast(pl.Float64).fill_null(np.nan),
-    })
     for is_base in (True, False):
         if left.height == 0:
             break
