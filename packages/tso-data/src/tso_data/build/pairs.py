@@ -306,7 +306,8 @@ class _Pool:
         self.w = np.array([weights[s] for s in self.sources], dtype=np.float64)
         k = len(self.sources)
         self.k = max(k, 1)
-        local = np.full(len(cand.sources) + 1, -1, dtype=np.int64)
+        # gathered for every row: the smallest type that holds a pool index
+        local = np.full(len(cand.sources) + 1, -1, dtype=np.int16 if k < 2**15 else np.int64)
         local[self.sources] = np.arange(k)
         in_pool = local[cand.rows["si"].to_numpy()]
         index = np.flatnonzero(in_pool >= 0)  # the pool's rows of cand.rows
