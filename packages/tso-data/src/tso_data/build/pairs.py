@@ -39,7 +39,6 @@ import polars as pl
 import pyarrow as pa
 
 from tso_data.build.config import ResolvedPools, RoundConfig
-from tso_data.build.memory import use_batch_allocator
 from tso_data.ids import sql_hash
 from tso_data.scoring import tau_per_prompt
 
@@ -572,7 +571,6 @@ def _select(pairs: pl.DataFrame, n: int) -> pl.DataFrame:
 
 def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) -> BuildResult:
     """The pairs of one round (no texts yet: see :func:`to_conversations`)."""
-    use_batch_allocator()  # process-wide: a build is a batch job (see tso_data.build.memory)
     want_base = config.mix_base > 0
     # base answers are always read: they give the score distances of the summary
     sources = sorted(set(pools.positive) | set(pools.negative) | {pools.base_model})

@@ -105,7 +105,9 @@ def fingerprint_ids(ids: pl.Series) -> str:
 
 
 def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
-    use_batch_allocator()  # before the inputs are read (build_pairs would set it too)
+    # process-wide, so here in the command's planning step and not in the pure core: a round's
+    # build is a batch job (see tso_data.build.memory); before the inputs are read
+    use_batch_allocator()
     models = load_models(catalog)
     pools = resolve_pools(config, models)
     sources = sorted(set(pools.positive) | set(pools.negative) | {pools.base_model})
