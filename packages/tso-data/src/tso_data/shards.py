@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,12 +23,15 @@ import pyarrow.parquet as pq
 from tso_data.catalog import Catalog, insert_new, replace_rows
 
 
-def write_atomic_parquet(table: pa.Table, path: Path, **kwargs: object) -> None:
-    """Write ``table`` to ``path`` so that readers see either nothing or the whole file."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; when the block ends without error the
+    file is fsynced and renamed to ``path``, so readers see either nothing or the whole file.
+    On an error the temporary file is removed and ``path`` is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, tmp, **kwargs)
+        yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -38,6 +43,12 @@ def write_atomic_parquet(table: pa.Table, path: Path, **kwargs: object) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_atomic_parquet(table: pa.Table, path: Path, **kwargs: object) -> None:
+    """Write ``table`` to ``path`` so that readers see either nothing or the whole file."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **kwargs)
 
 
 def write_shard(catalog: Catalog, table_name: str, rows: pa.Table) -> Path | None:

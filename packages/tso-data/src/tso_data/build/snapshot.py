@@ -11,8 +11,6 @@ Single-turn: ``chosen`` = [assistant].
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +21,7 @@ import pyarrow.parquet as pq
 
 from tso_data.build.pairs import pair_ids
 from tso_data.ids import canonical_json, content_hash
-from tso_data.shards import write_atomic_parquet
+from tso_data.shards import atomic_path, write_atomic_parquet
 
 SCHEMA_VERSION = "1"
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -220,23 +218,10 @@ def write_snapshot(
 def _write_atomic(schema: pa.Schema, tables: Iterable[pa.Table], path: Path) -> None:
     """:func:`tso_data.shards.write_atomic_parquet` for a table that arrives in parts."""
     options = {k: v for k, v in WRITER_OPTIONS.items() if k != "row_group_size"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with pq.ParquetWriter(tmp, schema, **options) as writer:  # type: ignore[arg-type]
             for table in tables:
                 writer.write_table(table, row_group_size=WRITER_OPTIONS["row_group_size"])  # type: ignore[arg-type]
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_snapshot_file(table: pa.Table, path: Path) -> bool:
