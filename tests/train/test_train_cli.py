@@ -28,7 +28,8 @@ def test_fit_help_shows_the_paper_defaults():
     text = " ".join(result.output.split())
     for token in PAPER_DEFAULTS:
         assert token in text, token
-    for token in ("[default: 3]", "[default: 2]", "[default: 256]", "[default: 43]", "deepspeed --num_gpus 8"):
+    for token in ("[default: 3]", "[default: 2]", "[default: 256]", "[default: 43]", "deepspeed --num_gpus 8",
+                  "--packing / --no-packing"):
         assert token in text, token
 
 
