@@ -22,9 +22,7 @@ _applied = False
 def use_batch_allocator() -> bool:
     """Tune glibc malloc for the build (once per process); False where it does not apply
     (not Linux/glibc). Allocations no longer use mmap; freed memory stays for reuse.
-
-    >>> use_batch_allocator() in (True, False)
-    True
+    Tested in a subprocess (tests/build/test_build_memory.py): it changes the whole process.
     """
     global _applied
     if _applied:
