@@ -13,14 +13,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# the real third-party data sits beside the checkout (../shared/data), or where TSO_SHARED_DATA says
+SHARED_DATA = Path(os.environ.get("TSO_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data: real third-party data (read in place, never copied)."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"missing {SHARED_DATA}: the real test data must sit beside the checkout")
+        pytest.fail(f"missing {SHARED_DATA}: the real test data must sit beside the checkout "
+                    "(../shared/data) or be named by TSO_SHARED_DATA=DIR")
     return SHARED_DATA
 
 
