@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from tso_data import ids
+from tso_data.ids import canonical_json
 from tso_data.build.config import resolve_pools
 from tso_data.build.pairs import build_pairs
 from tso_data.build.snapshot import snapshot_table, to_conversations
@@ -163,8 +166,9 @@ def test_snapshot_is_deterministic_and_content_addressed(tmp_path) -> None:
 
 @pytest.mark.parametrize("row_group_size", [65_536, 16])
 def test_pipelined_snapshot_writes_the_one_table_file(tmp_path, monkeypatch, row_group_size) -> None:
-    """write_snapshot (halves converted beside the writer) gives the bytes and id of
-    snapshot_table + write_snapshot_file, also when the rows span several row groups."""
+    """write_snapshot (row groups built beside the writer, the id added to the footer at the
+    end) gives the bytes and id of snapshot_table + write_snapshot_file, also when the rows
+    span several row groups; the footer carries all of the snapshot's metadata."""
     from tso_data.build import snapshot
     from tso_data.build.snapshot import write_snapshot, write_snapshot_file
 
@@ -177,4 +181,8 @@ def test_pipelined_snapshot_writes_the_one_table_file(tmp_path, monkeypatch, row
     sid2, path, created, rows = write_snapshot(pairs, inputs.prompts, 1, cfg.to_dict(), tmp_path / "two")
     assert (sid2, path.name, created, rows) == (sid, f"{sid}.parquet", True, table.num_rows)
     assert path.read_bytes() == (tmp_path / "one" / f"{sid}.parquet").read_bytes()
+    meta = snapshot.read_metadata(path)
+    assert meta["tso.snapshot_id"] == sid and meta["tso.round"] == "1" and meta["tso.schema_version"] == "1"
+    assert json.loads(meta["tso.config"]) == json.loads(canonical_json(cfg.to_dict()))
+    assert [p.name for p in (tmp_path / "two").iterdir()] == [path.name]  # no temporary file left
     assert write_snapshot(pairs, inputs.prompts, 1, cfg.to_dict(), tmp_path / "two")[2] is False  # never overwritten

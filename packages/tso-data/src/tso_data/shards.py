@@ -32,17 +32,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        publish(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Make the finished file ``tmp`` appear as ``path`` in one step, durably (fsync the
+    file, rename, fsync the directory)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def write_atomic_parquet(table: pa.Table, path: Path, **kwargs: object) -> None:

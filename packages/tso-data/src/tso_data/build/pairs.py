@@ -131,7 +131,16 @@ def _id_key(ids: pl.Series) -> pl.Series:
     >>> _id_key(pl.Series(["00000000000000ff", "not hex"])).to_list()[0]
     255
     """
-    keys = ids.str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+    return _fill_key(ids.str.to_integer(base=16, dtype=pl.UInt64, strict=False), ids)
+
+
+def _hex_key(ids: pl.Expr) -> pl.Expr:
+    """:func:`_id_key` as an expression, without the fallback (see :func:`_fill_key`)."""
+    return ids.str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+
+
+def _fill_key(keys: pl.Series, ids: pl.Series) -> pl.Series:
+    """Keys of :func:`_hex_key` with the ids that are not hex hashed in."""
     return keys if keys.null_count() == 0 else keys.fill_null(ids.hash(seed=7))
 
 
@@ -191,29 +200,30 @@ def candidates(
         inputs.answers.select("prompt_id", "source", pl.col("answer_id").alias("target_id"), "turns"),
         inputs.responses.select("prompt_id", pl.col("model").alias("source"), pl.col("response_id").alias("target_id"), "turns"),
     ], how="vertical_relaxed")
-    # the codes' cast (single-threaded) beside the id parsing, beside the source cast: the
-    # score lookup, which needs both the ids and the sources, then starts sooner
-    with ThreadPoolExecutor(max_workers=2) as threads:
-        coding = threads.submit(_prompt_codes, prompts.get_column("prompt_id"), texts.get_column("prompt_id"))
-        keys = threads.submit(lambda: (_id_key(texts.get_column("target_id")).to_numpy(), _score_keys(inputs.scores)))
-        slim = texts.select(
-            si=pl.col("source").cast(pl.Enum(sources), strict=False).to_physical().cast(pl.UInt16),
-            n=pl.col("turns").list.len().cast(pl.Int32),
-        )
-        si = slim["si"].fill_null(len(sources)).to_numpy()  # len(sources): not a source
-        tid, scored = keys.result()
-        score = _scores_of(si, tid, scored, sources.index(base_model))
-        pc_p, pc = coding.result()
-    n_codes = int(max(pc_p.max(initial=0), pc.max(initial=0))) + 1  # (one spare code when empty)
-    pid = np.zeros(n_codes, dtype=np.uint64)
-    pid[pc_p] = _id_key(prompts.get_column("prompt_id")).to_numpy()
-    turns_of = np.full(n_codes, -1, dtype=np.int32)  # -1: not a prompt of the round
-    turns_of[pc_p] = prompts.get_column("n_turns").cast(pl.Int32).to_numpy()
-    prompt_row = np.full(n_codes, -1, dtype=np.int64)
-    prompt_row[pc_p] = np.arange(prompts.height)
-    n_turns = turns_of[pc]
-    used = (n_turns >= 0) & (si < len(sources))
-    complete = n_turns == slim["n"].to_numpy()
+    # every per-answer column in one parallel pass; strings are never touched again
+    slim = texts.select(
+        tid=_hex_key(pl.col("target_id")),
+        pk=_hex_key(pl.col("prompt_id")),
+        si=pl.col("source").cast(pl.Enum(sources), strict=False).to_physical().cast(pl.UInt16),
+        n=pl.col("turns").list.len().cast(pl.Int32),
+    )
+    tid = _fill_key(slim["tid"], texts.get_column("target_id")).to_numpy()
+    si = slim["si"].fill_null(len(sources)).to_numpy()  # len(sources): not a source
+    # a prompt's code is its row in ``prompts``: the code join beside the score join
+    prompt_keys = _id_key(prompts.get_column("prompt_id"))
+    if prompt_keys.n_unique() != prompt_keys.len():  # the catalog keeps prompts unique; a frame may not
+        prompts = prompts.unique("prompt_id", keep="first", maintain_order=True)
+        prompt_keys = _id_key(prompts.get_column("prompt_id"))
+    pid = prompt_keys.to_numpy()
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        coding = thread.submit(_prompt_codes, pid, _fill_key(slim["pk"], texts.get_column("prompt_id")))
+        score = _scores_of(si, tid, _score_keys(inputs.scores), sources.index(base_model))
+        pc = coding.result()
+    n_turns = np.full(len(pid) + 1, -1, dtype=np.int32)  # the last code: not a prompt of the round
+    n_turns[:-1] = prompts.get_column("n_turns").cast(pl.Int32).to_numpy()
+    answer_turns = n_turns[pc]
+    used = (answer_turns >= 0) & (si < len(sources))
+    complete = answer_turns == slim["n"].to_numpy()
     n_incomplete = int((used & ~complete).sum())
     keep = used & complete
     if not keep.all():
@@ -228,17 +238,23 @@ def candidates(
         "tid": tid,
         "score": pl.Series(score, nan_to_null=True),
     })
+    prompt_row = np.arange(max(len(pid), 1), dtype=np.int64)
+    if len(pid) == 0:  # one spare code, so that every array has a row
+        pid = np.zeros(1, dtype=np.uint64)
+        prompt_row[:] = -1
     cand = Candidates(rows, texts, sources, pid, prompt_row, prompts.get_column("prompt_id").rechunk())
     return cand, {"answers with a wrong number of turns": n_incomplete}
 
 
-def _prompt_codes(prompt_ids: pl.Series, answer_prompt_ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Dense integer codes for the round's prompt ids and the answers' prompt ids, in place
-    of a join on strings: one categorical cast over both (one cast, so one string → one
-    code; which code depends on the order strings are met, so codes never key a draw)."""
-    both = pl.concat([prompt_ids, answer_prompt_ids], rechunk=False)
-    codes = both.cast(pl.Categorical(pl.Categories.random())).to_physical().to_numpy()
-    return codes[: prompt_ids.len()], codes[prompt_ids.len():]
+def _prompt_codes(prompt_keys: np.ndarray, answer_prompt_keys: pl.Series) -> np.ndarray:
+    """Each answer's prompt code (its prompt's row in the prompts frame; ``len(prompt_keys)``
+    when the prompt is not one of the round's), by an integer join in place of a join on
+    strings. Codes depend on row order, so they never key a draw."""
+    table = pl.LazyFrame({"pk": prompt_keys, "pc": np.arange(len(prompt_keys), dtype=np.uint32)})
+    found = pl.LazyFrame({"pk": answer_prompt_keys}).with_row_index("row").join(table, on="pk", how="inner").collect()
+    pc = np.full(answer_prompt_keys.len(), len(prompt_keys), dtype=np.uint32)
+    pc[found["row"].to_numpy()] = found["pc"].to_numpy()
+    return pc
 
 
 def _score_keys(scores: pl.DataFrame) -> pl.DataFrame:
@@ -260,7 +276,7 @@ def _scores_of(si: np.ndarray, tid: np.ndarray, left: pl.DataFrame, base_si: int
         if left.height == 0:
             break
         rows = np.flatnonzero(si == base_si) if is_base else np.flatnonzero(si != base_si)
-        found = left.join(pl.DataFrame({"tid": tid[rows], "row": rows}), on="tid", how="inner")
+        found = pl.LazyFrame({"tid": tid[rows], "row": rows}).join(left.lazy(), on="tid", how="inner").collect()
         out[found["row"].to_numpy()] = found["score"].to_numpy()
         # one score per target and one row per answer id, so all matched iff as many found
         left = left.head(0) if found.height >= left.height else left.join(found.select("tid"), on="tid", how="anti")
@@ -632,21 +648,11 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
 
 def _source_stats(cand: Candidates) -> pl.DataFrame:
     """Per source present: answers, scored answers and mean score (null if none scored)."""
-    si = cand.rows["si"].to_numpy()
-    score = cand.rows["score"].to_numpy()  # null → NaN
-    scored = np.flatnonzero(~np.isnan(score))
-    n = len(cand.sources)
-    answers = np.bincount(si, minlength=n)
-    si_scored = si[scored]
-    n_scored = np.bincount(si_scored, minlength=n)
-    total = np.bincount(si_scored, weights=score[scored], minlength=n)
-    present = np.flatnonzero(answers)
-    return pl.DataFrame({
-        "answers": answers[present].astype(np.uint32),
-        "mean_score": np.where(n_scored[present] > 0, total[present] / np.maximum(n_scored[present], 1), np.nan),
-        "scored": n_scored[present].astype(np.uint32),
-        "source": [cand.sources[i] for i in present],
-    }).with_columns(pl.col("mean_score").fill_nan(None)).sort("source")
+    names = pl.Series(cand.sources, dtype=pl.String)
+    stats = cand.rows.group_by("si").agg(
+        answers=pl.len().cast(pl.UInt32), mean_score=pl.col("score").mean(), scored=pl.col("score").count().cast(pl.UInt32)
+    )
+    return stats.select("answers", "mean_score", "scored", source=names.gather(stats["si"])).sort("source")
 
 
 def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:

@@ -11,8 +11,10 @@ Single-turn: ``chosen`` = [assistant].
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +23,7 @@ import pyarrow.parquet as pq
 
 from tso_data.build.pairs import pair_ids
 from tso_data.ids import canonical_json, content_hash
-from tso_data.shards import atomic_path, write_atomic_parquet
+from tso_data.shards import publish
 
 SCHEMA_VERSION = "1"
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -44,10 +46,15 @@ WRITER_OPTIONS: dict[str, object] = {
     "compression": "zstd",
     "compression_level": 1,  # level 3 costs 15 % more time for a file no smaller
     "use_dictionary": ["kind", "chosen_source", "rejected_source"],  # low-cardinality columns only
-    "write_statistics": True,
+    # min/max where a reader can skip row groups by them (rows are in pair_id order); not on
+    # the texts, where they cost 15 % of the write and prune nothing
+    "write_statistics": ["pair_id", "kind", "chosen_source", "rejected_source", "chosen_score", "rejected_score", "round"],
     "row_group_size": 65_536,
     "data_page_size": 1 << 20,
     "version": "2.6",
+    # no ARROW:schema blob: the Parquet types read back as SNAPSHOT_SCHEMA, and readers then
+    # see the footer's key-value metadata, tso.snapshot_id (added last) included, as the schema's
+    "store_schema": False,
 }
 
 
@@ -76,16 +83,35 @@ def split_conversation(messages: list[dict[str, str]], n_turns: int, turns: list
     return prompt, continuation
 
 
+@dataclass(frozen=True)
+class _PromptIndex:
+    """Each pair's prompt, found once: its messages (one contiguous column), the pair's row
+    in it and the prompt's number of answered turns. Chunks of the pairs then gather."""
+
+    messages: pl.Series
+    row: pl.Series  # per pair
+    n_turns: pl.Series  # per pair
+
+    @classmethod
+    def of(cls, pairs: pl.DataFrame, prompts: pl.DataFrame) -> _PromptIndex:
+        # join on the slim key, then gather the messages (moving list columns through a join is slow)
+        index = prompts.select("prompt_id", pl.col("n_turns").cast(pl.Int64)).with_row_index("_pi")
+        joined = pairs.select("prompt_id").join(index, on="prompt_id", how="left", maintain_order="left")
+        messages = prompts.get_column("messages")
+        return cls(messages.rechunk() if messages.n_chunks() > 1 else messages, joined["_pi"], joined["n_turns"])
+
+    def slice(self, offset: int, length: int) -> _PromptIndex:
+        return _PromptIndex(self.messages, self.row.slice(offset, length), self.n_turns.slice(offset, length))
+
+
 def to_conversations(pairs: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
     """Add ``prompt``, ``chosen``, ``rejected`` message lists to the pairs of
     :func:`tso_data.build.pairs.build_pairs` (vectorised for single-turn prompts)."""
-    # join on the slim key, then gather the messages (moving list columns through a join is slow)
-    index = prompts.select("prompt_id", pl.col("n_turns").cast(pl.Int64)).with_row_index("_pi")
-    joined = pairs.join(index, on="prompt_id", how="left", maintain_order="left")
-    messages = prompts.get_column("messages")
-    if messages.n_chunks() > 1:
-        messages = messages.rechunk()
-    joined = joined.with_columns(messages=messages.gather(joined["_pi"])).drop("_pi")
+    return _conversations(pairs, _PromptIndex.of(pairs, prompts))
+
+
+def _conversations(pairs: pl.DataFrame, index: _PromptIndex) -> pl.DataFrame:
+    joined = pairs.with_columns(messages=index.messages.gather(index.row), n_turns=index.n_turns)
     single = joined.filter(pl.col("n_turns") == 1)
 
     def assistant(col: str) -> pl.Expr:
@@ -159,10 +185,11 @@ def _snapshot_frame(conv: pl.DataFrame, round_: int) -> pl.DataFrame:
     return frame.with_columns(pl.lit(round_, dtype=pl.Int32).alias("round"))
 
 
-def _metadata(snapshot_id: str, round_: int, config_json: str) -> dict[bytes, bytes]:
+def _metadata(round_: int, config_json: str) -> dict[bytes, bytes]:
+    """The key-value metadata known before the rows are written (the snapshot id, a digest
+    of every row, is added to the file's footer when the last row group is written)."""
     return {
         b"tso.schema_version": SCHEMA_VERSION.encode(),
-        b"tso.snapshot_id": snapshot_id.encode(),
         b"tso.round": str(round_).encode(),
         b"tso.config": config_json.encode(),
     }
@@ -176,19 +203,20 @@ def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -
         digest = thread.submit(snapshot_digest, frame.select("pair_id", "chosen_score", "rejected_score"), config_json)
         table = frame.to_arrow().cast(SNAPSHOT_SCHEMA)
         snapshot_id = digest.result()
-    return table.replace_schema_metadata(_metadata(snapshot_id, round_, config_json)), snapshot_id
+    metadata = {**_metadata(round_, config_json), b"tso.snapshot_id": snapshot_id.encode()}
+    return table.replace_schema_metadata(metadata), snapshot_id
 
 
 def write_snapshot(
     pairs: pl.DataFrame, prompts: pl.DataFrame, round_: int, config: dict[str, object], directory: Path
 ) -> tuple[str, Path, bool, int]:
     """Pairs → the snapshot file ``directory/<id>.parquet``: the file that :func:`to_conversations`,
-    :func:`snapshot_table` and :func:`write_snapshot_file` give (same bytes), on two threads.
+    :func:`snapshot_table` and :func:`write_snapshot_file` give (same bytes), pipelined.
 
-    The Parquet writer is single-threaded and the largest part of the work, so it starts as
-    soon as the id is known (it needs only pair ids and scores) and writes the first half of
-    the rows while a second thread builds the second half's conversations. The halves split
-    at a row-group boundary, so the row groups are those of the one-table write.
+    The Parquet writer is single-threaded and the largest part of the work, so it writes
+    one row group while a second thread builds the next one's conversations, and then the
+    snapshot id (a digest of every row) for the footer. Each chunk is one row group of the
+    one-table write, so the bytes are the same.
     Returns (snapshot id, path, created, rows); never overwrites an existing file.
     """
     pairs = with_pair_ids(pairs)
@@ -196,42 +224,61 @@ def write_snapshot(
         pairs = pairs.sort("pair_id")
     config_json = canonical_json(config)
     step = int(WRITER_OPTIONS["row_group_size"])  # type: ignore[call-overload]
-    split = step * round(pairs.height / 2 / step)
-    halves = [pairs.slice(0, split), pairs.slice(split)] if 0 < split < pairs.height else [pairs]
+    starts = range(0, pairs.height, step) if pairs.height else range(1)
 
-    def arrow(part: pl.DataFrame) -> pa.Table:
-        return _snapshot_frame(to_conversations(part, prompts), round_).to_arrow().cast(SNAPSHOT_SCHEMA)
+    def arrow(index: _PromptIndex, start: int) -> pa.Table:
+        part = _conversations(pairs.slice(start, step), index.slice(start, step))
+        return _snapshot_frame(part, round_).to_arrow().cast(SNAPSHOT_SCHEMA)
 
-    with ThreadPoolExecutor(max_workers=1) as thread:  # converts the halves in order
-        tables = [thread.submit(arrow, half) for half in halves]
-        snapshot_id = snapshot_digest(pairs.select("pair_id", "chosen_score", "rejected_score"), config_json)
-        path = directory / f"{snapshot_id}.parquet"
-        if path.exists():
-            for table in tables:
-                table.cancel()
-            return snapshot_id, path, False, pairs.height
-        schema = SNAPSHOT_SCHEMA.with_metadata(_metadata(snapshot_id, round_, config_json))
-        _write_atomic(schema, (table.result() for table in tables), path)
-    return snapshot_id, path, True, pairs.height
+    with ThreadPoolExecutor(max_workers=1) as thread:  # builds the chunks in order, then the id
+        index = thread.submit(_PromptIndex.of, pairs, prompts)
+        tables = [thread.submit(lambda start=start: arrow(index.result(), start)) for start in starts]
+        digest = thread.submit(snapshot_digest, pairs.select("pair_id", "chosen_score", "rejected_score"), config_json)
+        schema = SNAPSHOT_SCHEMA.with_metadata(_metadata(round_, config_json))
+        sid, path, created = _write_atomic(
+            schema, (table.result() for table in tables), directory, digest.result, lambda sid: directory / f"{sid}.parquet"
+        )
+    return sid, path, created, pairs.height
 
 
-def _write_atomic(schema: pa.Schema, tables: Iterable[pa.Table], path: Path) -> None:
-    """:func:`tso_data.shards.write_atomic_parquet` for a table that arrives in parts."""
+def _write_atomic(
+    schema: pa.Schema, tables: Iterable[pa.Table], directory: Path, snapshot_id: Callable[[], str],
+    path_of: Callable[[str], Path],
+) -> tuple[str, Path, bool]:
+    """Write the row groups to a temporary file in ``directory``, put the schema's metadata
+    and ``tso.snapshot_id`` in the footer and publish the file as ``path_of(id)`` (:func:`tso_data.shards.publish`)
+    unless that file exists: a snapshot is never overwritten. Returns (id, path, created)."""
     options = {k: v for k, v in WRITER_OPTIONS.items() if k != "row_group_size"}
-    with atomic_path(path) as tmp:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".snapshot-{uuid.uuid4().hex}.parquet.tmp"
+    try:
         with pq.ParquetWriter(tmp, schema, **options) as writer:  # type: ignore[arg-type]
             for table in tables:
                 writer.write_table(table, row_group_size=WRITER_OPTIONS["row_group_size"])  # type: ignore[arg-type]
+            sid = snapshot_id()
+            writer.add_key_value_metadata({**(schema.metadata or {}), b"tso.snapshot_id": sid.encode()})
+        path = path_of(sid)
+        if path.exists():
+            return sid, path, False
+        publish(tmp, path)
+        return sid, path, True
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_snapshot_file(table: pa.Table, path: Path) -> bool:
-    """Write atomically; never overwrite. Returns False if the file already existed."""
+    """Write the table of :func:`snapshot_table` atomically as ``path``; never overwrite.
+    Returns False if the file already existed."""
     if path.exists():
         return False
-    write_atomic_parquet(table, path, **WRITER_OPTIONS)
-    return True
+    metadata = dict(table.schema.metadata or {})
+    sid = metadata.pop(b"tso.snapshot_id").decode()
+    table = table.replace_schema_metadata(metadata)
+    return _write_atomic(table.schema, [table], path.parent, lambda: sid, lambda _: path)[2]
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    meta = pq.read_schema(path).metadata or {}
+    """The snapshot's ``tso.*`` key-value metadata (from the file's footer)."""
+    meta = pq.read_metadata(path).metadata or {}
     return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"tso.")}
