@@ -50,7 +50,7 @@ from tso_train.logprobs import SequenceLogps
 from tso_train.losses import PairLogps, make_loss
 from tso_train.metrics import MetricsLog, StepAccumulator
 from tso_train.mlp import use_lean_mlp
-from tso_train.packing import enable_packing
+from tso_train.packing import enable_packing, resolve_packing
 from tso_train.snapshot import read_snapshot
 
 
@@ -85,7 +85,7 @@ class FitConfig:
     resume: bool = False
     save_every: int = 50
     length_average: bool = False
-    packing: bool = True  # padding-free micro-batches where the model supports it
+    packing: bool | None = None  # padding-free micro-batches; None: on CPU only (resolve_packing)
     # set by tests / the benchmark: called after every optimiser step with the metrics row
     on_step: Callable[[dict], None] | None = field(default=None, repr=False)
 
@@ -221,7 +221,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     # pair, so take the smallest plan's batch and re-plan the others with it.
     gb0 = min(p.global_batch for p in plans)
     plans = [replace_global_batch(p, len(part), gb0, cfg) for p, part in zip(plans, parts)]
-    packed = cfg.packing and enable_packing(lm)
+    packed = resolve_packing(cfg.packing, torch.cuda.is_available()) and enable_packing(lm)
     engine = initialize(SequenceLogps(lm, packed=packed), engine_options(cfg, gb0), weight_decay_module=lm)
     if engine.zero_optimization_stage() < 3:  # the stage a --deepspeed-config may have set
         use_lean_mlp(lm)

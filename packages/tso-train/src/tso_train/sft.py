@@ -32,7 +32,7 @@ from tso_train.errors import NonFiniteLossError, TSOTrainError
 from tso_train.logprobs import SequenceLogps
 from tso_train.metrics import MetricsLog
 from tso_train.mlp import use_lean_mlp
-from tso_train.packing import enable_packing
+from tso_train.packing import enable_packing, resolve_packing
 from tso_train.snapshot import _check_roles_sft, Message
 
 
@@ -59,7 +59,7 @@ class SFTConfig:
     deepspeed_config: str | None = None
     resume: bool = False
     save_every: int = 50
-    packing: bool = True  # padding-free micro-batches where the model supports it
+    packing: bool | None = None  # padding-free micro-batches; None: on CPU only (resolve_packing)
     on_step: Callable[[dict], None] | None = field(default=None, repr=False)
 
 
@@ -135,7 +135,7 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
     steps_per_epoch = len(seqs) // gb
     total = steps_per_epoch * cfg.epochs
     warmup = int(math.ceil(cfg.warmup_ratio * total))
-    packed = cfg.packing and enable_packing(lm)
+    packed = resolve_packing(cfg.packing, torch.cuda.is_available()) and enable_packing(lm)
     engine = initialize(SequenceLogps(lm, packed=packed), engine_options(cfg, gb), weight_decay_module=lm)
     if engine.zero_optimization_stage() < 3:  # the stage a --deepspeed-config may have set
         use_lean_mlp(lm)
