@@ -70,7 +70,7 @@ class BuildInputs:
 
 @dataclass
 class BuildResult:
-    pairs: pl.DataFrame  # PAIR_KEY_COLUMNS + chosen/rejected turns; one row per pair, in pair_id order
+    pairs: pl.DataFrame  # PAIR_KEY_COLUMNS + chosen/rejected turns; one row per pair, in selection order
     tau: float | None  # the global τ (None for per-prompt τ or when no base pairs are asked)
     requested: dict[str, int]
     available: dict[str, int]
@@ -578,11 +578,14 @@ def _dedupe(pairs: pl.DataFrame) -> pl.DataFrame:
     return pairs.filter(pl.col("d") == pl.col("d").min().over("pc", "c_tid", "r_tid"))
 
 
-def _select(pairs: pl.DataFrame, n: int) -> pl.DataFrame:
-    """The first ``n`` pairs in selection order (``_p`` is the slot's priority)."""
+def _select(pairs: pl.DataFrame, n: int, pid: np.ndarray) -> pl.DataFrame:
+    """The first ``n`` pairs in selection order: by draw index, then the slot's priority
+    ``_p``, then (for the tie of two 53-bit priorities) the prompt's key, so the order is
+    a function of the content and seed alone."""
     if pairs.height == 0 or n == 0:
         return pairs.head(0)
-    return pairs.sort("d", "_p").head(n)
+    with_key = pairs.with_columns(_pid=pl.Series(pid[pairs["pc"].to_numpy()]))
+    return with_key.sort("d", "_p", "_pid").head(n).drop("_pid")
 
 
 def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) -> BuildResult:
@@ -617,7 +620,7 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
             drawn["base"], available["base"], sk, tau = base.result()
             skipped.update(sk)
     requested = need if need is not None else _targets(config, available)
-    chosen_frames = [_select(drawn[k], requested[k]).with_columns(kind=pl.lit(k)) for k in drawn if drawn[k].height]
+    chosen_frames = [_select(drawn[k], requested[k], cand.pid).with_columns(kind=pl.lit(k)) for k in drawn if drawn[k].height]
     for kind, n in requested.items():
         if available[kind] < n:
             warnings.append(
@@ -665,33 +668,34 @@ def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:
         )
     names = pl.Series(cand.sources, dtype=pl.String)
     prompt_rows = pl.Series(cand.prompt_row[pairs["pc"].to_numpy()])
+    c_cid, r_cid = pairs["c_cid"], pairs["r_cid"]
     keys = pl.DataFrame({
         "kind": pairs["kind"],
         "prompt_id": cand.prompt_ids.gather(prompt_rows),
-        "chosen_id": cand.target_ids.gather(pairs["c_cid"]),
-        "rejected_id": cand.target_ids.gather(pairs["r_cid"]),
-    })
-    # rows in pair_id order, the snapshot's order: every column is gathered once, in place
-    # (no thread beside the hashing: DuckDB hashes on both cores)
-    pair_id = pair_ids(keys)
-    # ids are 16 lowercase hex digits: their order is that of their integers (a cheap sort)
-    order = pl.Series(np.argsort(_id_key(pair_id).to_numpy(), kind="stable"))
-    del keys  # the id columns are gathered again in order: cheaper than reordering them
-    pairs = pairs.select("kind", "c_cid", "r_cid", "c_si", "r_si", "c_score", "r_score")[order]
-    c_cid, r_cid = pairs["c_cid"], pairs["r_cid"]
-    # chosen and rejected texts differ: checked when drawing
-    return pl.DataFrame({
-        "pair_id": pair_id.gather(order),
-        "prompt_id": cand.prompt_ids.gather(prompt_rows.gather(order)),
-        "kind": pairs["kind"],
         "chosen_id": cand.target_ids.gather(c_cid),
         "rejected_id": cand.target_ids.gather(r_cid),
+    })
+    # rows stay in selection order (matrix, then base pairs, each in its seeded order): a
+    # pure function of content and seed, so no sort by pair_id is needed for determinism.
+    # The texts are gathered beside the hashing (DuckDB hashes on both cores, but the
+    # gathers are memory-bound).
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        texts = thread.submit(lambda: (cand.turns.gather(c_cid), cand.turns.gather(r_cid)))
+        pair_id = pair_ids(keys)
+        chosen_turns, rejected_turns = texts.result()
+    # chosen and rejected texts differ: checked when drawing
+    return pl.DataFrame({
+        "pair_id": pair_id,
+        "prompt_id": keys["prompt_id"],
+        "kind": pairs["kind"],
+        "chosen_id": keys["chosen_id"],
+        "rejected_id": keys["rejected_id"],
         "chosen_source": names.gather(pairs["c_si"]),
         "rejected_source": names.gather(pairs["r_si"]),
         "chosen_score": pairs["c_score"].cast(pl.Float64),
         "rejected_score": pairs["r_score"].cast(pl.Float64),
-        "chosen_turns": cand.turns.gather(c_cid),
-        "rejected_turns": cand.turns.gather(r_cid),
+        "chosen_turns": chosen_turns,
+        "rejected_turns": rejected_turns,
     })
 
 

@@ -46,9 +46,9 @@ WRITER_OPTIONS: dict[str, object] = {
     "compression": "zstd",
     "compression_level": 1,  # level 3 costs 15 % more time for a file no smaller
     "use_dictionary": ["kind", "chosen_source", "rejected_source"],  # low-cardinality columns only
-    # min/max where a reader can skip row groups by them (rows are in pair_id order); not on
-    # the texts, where they cost 15 % of the write and prune nothing
-    "write_statistics": ["pair_id", "kind", "chosen_source", "rejected_source", "chosen_score", "rejected_score", "round"],
+    # min/max where a reader can skip row groups by them (matrix pairs come before base
+    # pairs); not on the texts or ids, where they cost 15 % of the write and prune nothing
+    "write_statistics": ["kind", "chosen_source", "rejected_source", "chosen_score", "rejected_score", "round"],
     "row_group_size": 65_536,
     "data_page_size": 1 << 20,
     "version": "2.6",
@@ -158,30 +158,32 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
     >>> df = pl.DataFrame({"pair_id": ["b", "a"], "chosen_score": [1.0, None], "rejected_score": [None, 0.5]})
     >>> snapshot_digest(df, "{}") == snapshot_digest(df.reverse(), "{}")
     True
+    >>> mixed = pl.DataFrame({"pair_id": ["a!", "a", "a,"], "chosen_score": [1.0, 2.0, 3.0], "rejected_score": [None] * 3})
+    >>> snapshot_digest(mixed, "{}") == snapshot_digest(mixed.reverse(), "{}") == snapshot_digest(mixed.sort("pair_id"), "{}")
+    True
     """
-    if not conv.get_column("pair_id").is_sorted():  # snapshot_table hands it over sorted
-        conv = conv.sort("pair_id")
-    lines = conv.select(
-        pl.concat_str(
-            pl.col("pair_id"),
-            pl.col("chosen_score").cast(pl.String).fill_null(""),
-            pl.col("rejected_score").cast(pl.String).fill_null(""),
-            separator=",",
-        ).str.join("\n")
-    ).item()
+    line = pl.concat_str(
+        pl.col("pair_id"),
+        pl.col("chosen_score").cast(pl.String).fill_null(""),
+        pl.col("rejected_score").cast(pl.String).fill_null(""),
+        separator=",",
+    )
+    # lines in pair_id order, whatever the order of the rows; with ids of one length (as
+    # build_pairs makes them) that is the order of the lines themselves, a cheaper sort
+    lengths = conv.select(pl.col("pair_id").str.len_bytes().min().alias("lo"), pl.col("pair_id").str.len_bytes().max().alias("hi"))
+    ordered = line.sort() if lengths["lo"].item() == lengths["hi"].item() else line.gather(pl.col("pair_id").arg_sort())
+    lines = conv.select(ordered.str.join("\n")).item()
     digest = hashlib.sha256(lines.encode("utf-8")).hexdigest()
     return content_hash("snapshot", SCHEMA_VERSION, config_json, digest)
 
 
 def _snapshot_frame(conv: pl.DataFrame, round_: int) -> pl.DataFrame:
-    """The snapshot's columns in pair_id order (the turns columns of the pairs are not
-    written, so they are selected away before the one gather)."""
+    """The snapshot's columns, rows in the order given (the turns columns of the pairs are
+    not written)."""
     frame = with_pair_ids(conv).select(
         "prompt", "chosen", "rejected", "pair_id", "prompt_id", "kind", "chosen_source", "rejected_source",
         "chosen_score", "rejected_score",
     )
-    if not frame.get_column("pair_id").is_sorted():  # build_pairs hands them over sorted
-        frame = frame[frame.get_column("pair_id").arg_sort()]
     return frame.with_columns(pl.lit(round_, dtype=pl.Int32).alias("round"))
 
 
@@ -196,7 +198,7 @@ def _metadata(round_: int, config_json: str) -> dict[bytes, bytes]:
 
 
 def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -> tuple[pa.Table, str]:
-    """The snapshot's Arrow table (rows sorted by pair_id, exact §4 schema, metadata) and its id."""
+    """The snapshot's Arrow table (rows in the order given, exact §4 schema, metadata) and its id."""
     frame = _snapshot_frame(conv, round_)
     config_json = canonical_json(config)
     with ThreadPoolExecutor(max_workers=1) as thread:  # the digest beside the Arrow conversion
@@ -214,14 +216,12 @@ def write_snapshot(
     :func:`snapshot_table` and :func:`write_snapshot_file` give (same bytes), pipelined.
 
     The Parquet writer is single-threaded and the largest part of the work, so it writes
-    one row group while a second thread builds the next one's conversations, and then the
-    snapshot id (a digest of every row) for the footer. Each chunk is one row group of the
+    one row group while a second thread builds the next one's conversations and a third
+    the snapshot id (a digest of every row) for the footer. Each chunk is one row group of the
     one-table write, so the bytes are the same.
     Returns (snapshot id, path, created, rows); never overwrites an existing file.
     """
     pairs = with_pair_ids(pairs)
-    if not pairs.get_column("pair_id").is_sorted():  # build_pairs hands them over sorted
-        pairs = pairs.sort("pair_id")
     config_json = canonical_json(config)
     step = int(WRITER_OPTIONS["row_group_size"])  # type: ignore[call-overload]
     starts = range(0, pairs.height, step) if pairs.height else range(1)
@@ -230,10 +230,17 @@ def write_snapshot(
         part = _conversations(pairs.slice(start, step), index.slice(start, step))
         return _snapshot_frame(part, round_).to_arrow().cast(SNAPSHOT_SCHEMA)
 
-    with ThreadPoolExecutor(max_workers=1) as thread:  # builds the chunks in order, then the id
+    # one thread builds the chunks in order, another the id; this one writes
+    with ThreadPoolExecutor(max_workers=1) as thread, ThreadPoolExecutor(max_workers=1) as digest_thread:
         index = thread.submit(_PromptIndex.of, pairs, prompts)
         tables = [thread.submit(lambda start=start: arrow(index.result(), start)) for start in starts]
-        digest = thread.submit(snapshot_digest, pairs.select("pair_id", "chosen_score", "rejected_score"), config_json)
+        scored = pairs.select("pair_id", "chosen_score", "rejected_score")
+
+        def snapshot_id() -> str:
+            index.result()  # first the index: the writer waits for it and the first chunk
+            return snapshot_digest(scored, config_json)
+
+        digest = digest_thread.submit(snapshot_id)
         schema = SNAPSHOT_SCHEMA.with_metadata(_metadata(round_, config_json))
         sid, path, created = _write_atomic(
             schema, (table.result() for table in tables), directory, digest.result, lambda sid: directory / f"{sid}.parquet"
