@@ -92,10 +92,19 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _splitmix(x: np.ndarray) -> np.ndarray:
-    x = x + _GOLDEN
-    x = (x ^ (x >> np.uint64(30))) * _M1
-    x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
+    """SplitMix64's finaliser of ``x + golden``, as a new array (in place on one copy: the
+    arrays are millions long, and every temporary is fresh memory)."""
+    z = x + _GOLDEN
+    t = np.right_shift(z, np.uint64(30))
+    with np.errstate(over="ignore"):
+        z ^= t
+        z *= _M1
+        np.right_shift(z, np.uint64(27), out=t)
+        z ^= t
+        z *= _M2
+    np.right_shift(z, np.uint64(31), out=t)
+    z ^= t
+    return z
 
 
 def _chain(seed: int, stream: int, *keys: pl.Series | np.ndarray | int) -> np.ndarray:
@@ -110,7 +119,9 @@ def _chain(seed: int, stream: int, *keys: pl.Series | np.ndarray | int) -> np.nd
 
 
 def _unit(h: np.ndarray) -> np.ndarray:
-    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    u = np.right_shift(h, np.uint64(11)).astype(np.float64)
+    u *= 1.0 / (1 << 53)
+    return u
 
 
 def uniform(seed: int, stream: int, *keys: pl.Series | np.ndarray | int) -> np.ndarray:
@@ -326,13 +337,18 @@ class _Pool:
         local[self.sources] = np.arange(k)
         in_pool = local[cand.rows["si"].to_numpy()]
         index = np.flatnonzero(in_pool >= 0)  # the pool's rows of cand.rows
-        cell = cand.rows["pc"].to_numpy()[index].astype(np.int64) * self.k + in_pool[index]
+        cell = cand.rows["pc"].to_numpy()[index].astype(np.int64)
+        cell *= self.k
+        cell += in_pool[index]
         # per cell, the last and the first of its rows: they differ iff it has several
         self.row_of_cell = np.full(cand.n_codes * self.k, -1, dtype=np.int32)
         self.row_of_cell[cell] = index
-        first = np.full(cand.n_codes * self.k, -1, dtype=np.int32)
-        first[cell[::-1]] = index[::-1]
-        self.several = self.row_of_cell != first
+        if (self.row_of_cell[cell] == index).all():  # the usual case: one answer per cell
+            self.several = np.zeros(cand.n_codes * self.k, dtype=bool)
+        else:
+            first = np.full(cand.n_codes * self.k, -1, dtype=np.int32)
+            first[cell[::-1]] = index[::-1]
+            self.several = self.row_of_cell != first
         self.present = (self.row_of_cell >= 0).reshape(cand.n_codes, self.k)
         multi = self.several[cell]
         self.multi = pl.DataFrame({"tid": cand.rows["tid"].to_numpy()[index[multi]], "cell": cell[multi], "row": index[multi]})
@@ -465,10 +481,14 @@ def base_kind(
     best = worst = None
     if config.pairing == "best-worst" and cap == 1:
         # the best above τ and the worst at or below τ of every prompt, ties at random
-        u = uniform(config.seed, _S_BASE_TIE, base["tid"])
+        tid = base["tid"].to_numpy()
         score = base["score"].to_numpy()
-        best = _extreme(pc_b, score, u, above, n, largest=True)
-        worst = _extreme(pc_b, score, u, ~above, n, largest=False)
+
+        def tie_key(rows: np.ndarray) -> np.ndarray:
+            return uniform(config.seed, _S_BASE_TIE, tid[rows])
+
+        best = _extreme(pc_b, score, tie_key, above, n, largest=True)
+        worst = _extreme(pc_b, score, tie_key, ~above, n, largest=False)
 
     def draw(batch: pl.DataFrame) -> pl.DataFrame:
         if best is not None and worst is not None:
@@ -499,19 +519,24 @@ def base_kind(
     return _Kind("base", slots, draw, _S_ORDER_BASE), tau, skipped
 
 
-def _extreme(pc: np.ndarray, score: np.ndarray, u: np.ndarray, mask: np.ndarray, n: int, largest: bool) -> np.ndarray:
+def _extreme(
+    pc: np.ndarray, score: np.ndarray, tie_key: Callable[[np.ndarray], np.ndarray], mask: np.ndarray, n: int, largest: bool
+) -> np.ndarray:
     """Per prompt code: the row (among ``mask``) with the largest (or smallest) score, ties
-    broken by the smallest ``u``; -1 where the prompt has no such row."""
+    broken by the smallest ``tie_key(rows)`` (asked only for the rows at a prompt's top);
+    -1 where the prompt has no such row."""
     idx = np.flatnonzero(mask)
     p, s = pc[idx], (score[idx] if largest else -score[idx])
     top = np.full(n, -np.inf)
     np.maximum.at(top, p, s)
-    idx, p = idx[s == top[p]], p[s == top[p]]
+    at_top = s == top[p]
+    idx, p = idx[at_top], p[at_top]
+    u = tie_key(idx)
     lowest = np.full(n, np.inf)
-    np.minimum.at(lowest, p, u[idx])
-    idx, p = idx[u[idx] == lowest[p]], p[u[idx] == lowest[p]]
+    np.minimum.at(lowest, p, u)
+    first = u == lowest[p]
     out = np.full(n, -1, dtype=np.int64)
-    out[p] = idx
+    out[p[first]] = idx[first]
     return out
 
 
@@ -526,7 +551,9 @@ def _draw_in_order(kind: _Kind, need: int | None, seed: int) -> tuple[pl.DataFra
         return pl.DataFrame(), 0
     prio = uniform(seed, kind.stream, slots["pid"], slots["d"])
     d = slots["d"].to_numpy()
-    order = np.argsort(prio, kind="stable") if d.max() == 0 else np.lexsort((prio, d))
+    # (priorities are 53-bit hashes: a tie is a once-in-10^4-builds event, and only a tie at
+    # the end of a batch could matter, which is 2 % past the last pair selected)
+    order = np.argsort(prio) if d.max() == 0 else np.lexsort((prio, d))
     slots = slots.with_columns(_p=pl.Series(prio))[pl.Series(order)]
     if need is None:
         drawn = _dedupe(kind.draw(slots))
