@@ -226,28 +226,32 @@ def candidates(
         prompts = prompts.unique("prompt_id", keep="first", maintain_order=True)
         prompt_keys = _id_key(prompts.get_column("prompt_id"))
     pid = prompt_keys.to_numpy()
-    with ThreadPoolExecutor(max_workers=1) as thread:
-        coding = thread.submit(_prompt_codes, pid, _fill_key(slim["pk"], texts.get_column("prompt_id")))
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        coding = threads.submit(_prompt_codes, pid, _fill_key(slim["pk"], texts.get_column("prompt_id")))
         score = _scores_of(si, tid, _score_keys(inputs.scores), sources.index(base_model))
+        # the score column (NaN → null) beside the mask below, which needs the codes
+        scores = threads.submit(pl.Series, "score", score, nan_to_null=True)
         pc = coding.result()
-    n_turns = np.full(len(pid) + 1, -1, dtype=np.int32)  # the last code: not a prompt of the round
-    n_turns[:-1] = prompts.get_column("n_turns").cast(pl.Int32).to_numpy()
-    answer_turns = n_turns[pc]
-    used = (answer_turns >= 0) & (si < len(sources))
-    complete = answer_turns == slim["n"].to_numpy()
-    n_incomplete = int((used & ~complete).sum())
-    keep = used & complete
-    if not keep.all():
-        cid = np.flatnonzero(keep)
-        pc, si, tid, score = pc[cid], si[cid], tid[cid], score[cid]
-    else:  # the usual case: every answer is used, nothing to gather
-        cid = np.arange(len(keep), dtype=np.uint32)
+        n_turns = np.full(len(pid) + 1, -1, dtype=np.int32)  # the last code: not a prompt of the round
+        n_turns[:-1] = prompts.get_column("n_turns").cast(pl.Int32).to_numpy()
+        answer_turns = n_turns[pc]
+        used = (answer_turns >= 0) & (si < len(sources))
+        complete = answer_turns == slim["n"].to_numpy()
+        n_incomplete = int((used & ~complete).sum())
+        keep = used & complete
+        if not keep.all():
+            cid = np.flatnonzero(keep)
+            pc, si, tid = pc[cid], si[cid], tid[cid]
+            score_col = scores.result().gather(pl.Series(cid))
+        else:  # the usual case: every answer is used, nothing to gather
+            cid = np.arange(len(keep), dtype=np.uint32)
+            score_col = scores.result()
     rows = pl.DataFrame({
         "cid": cid.astype(np.uint32, copy=False),
         "pc": pc.astype(np.uint32, copy=False),
         "si": si.astype(np.uint16, copy=False),
         "tid": tid,
-        "score": pl.Series(score, nan_to_null=True),
+        "score": score_col,
     })
     prompt_row = np.arange(max(len(pid), 1), dtype=np.int64)
     if len(pid) == 0:  # one spare code, so that every array has a row
@@ -637,9 +641,11 @@ def build_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) 
     drawn: dict[str, pl.DataFrame] = {}
     available = {"matrix": 0, "base": 0}
     tau: float | None = None
-    with ThreadPoolExecutor(max_workers=2) as threads:
+    with ThreadPoolExecutor(max_workers=3) as threads:
         matrix = threads.submit(draw_matrix) if config.mix_matrix > 0 else None
         base = threads.submit(draw_base) if want_base else None
+        # the answer ids' contiguous copy, which the pair ids need first, beside the draws
+        threads.submit(lambda: cand.target_ids)
         if matrix is not None:
             drawn["matrix"], available["matrix"], sk = matrix.result()
             skipped.update(sk)
