@@ -186,3 +186,30 @@ def test_pipelined_snapshot_writes_the_one_table_file(tmp_path, monkeypatch, row
     assert json.loads(meta["tso.config"]) == json.loads(canonical_json(cfg.to_dict()))
     assert [p.name for p in (tmp_path / "two").iterdir()] == [path.name]  # no temporary file left
     assert write_snapshot(pairs, inputs.prompts, 1, cfg.to_dict(), tmp_path / "two")[2] is False  # never overwritten
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), cap=st.sampled_from([1, 2]))
+def test_row_order_of_the_inputs_changes_nothing(tmp_path, seed: int, cap: int) -> None:
+    """Catalog reads return rows in no fixed order, and prompt codes are row numbers: the
+    pairs, their order and the snapshot's bytes must not depend on it (nor on a prompt row
+    read twice)."""
+    from tso_data.build.snapshot import write_snapshot
+
+    inputs = make_inputs(_large_spec(120))
+    cfg = config(pairs=150, max_pairs_per_prompt=cap)
+    pools = resolve_pools(cfg, models_frame())
+
+    def shuffled(frame: pl.DataFrame, k: int) -> pl.DataFrame:
+        return frame.sample(fraction=1.0, shuffle=True, seed=(seed + k) % 2**32)
+
+    prompts = shuffled(inputs.prompts, 0)
+    other = type(inputs)(
+        prompts=pl.concat([prompts, prompts.head(3)]),  # three prompt rows read twice
+        answers=shuffled(inputs.answers, 1), responses=shuffled(inputs.responses, 2), scores=shuffled(inputs.scores, 3),
+    )
+    a, b = build_pairs(inputs, cfg, pools).pairs, build_pairs(other, cfg, pools).pairs
+    assert a.height > 0 and a.equals(b)
+    ids_a = write_snapshot(a, inputs.prompts, 1, cfg.to_dict(), tmp_path / f"a{seed}")
+    ids_b = write_snapshot(b, other.prompts.unique("prompt_id"), 1, cfg.to_dict(), tmp_path / f"b{seed}")
+    assert ids_a[0] == ids_b[0] and ids_a[1].read_bytes() == ids_b[1].read_bytes()

@@ -162,17 +162,16 @@ def _fill_key(keys: pl.Series, ids: pl.Series) -> pl.Series:
 class Candidates:
     """The answers a round may use, as integer columns; strings stay in ``texts``.
 
-    ``rows``: cid (row in ``texts``), pc (dense prompt code), si (index into ``sources``),
-    tid (integer key of the answer id), score (null = unscored or failed). ``pid[pc]`` is
-    the integer key of the prompt id: random draws are keyed on ids, never on codes, so
-    codes (which depend on the order strings are met) cannot change a draw.
+    ``rows``: cid (row in ``texts``), pc (prompt code: the prompt's row in ``prompt_ids``),
+    si (index into ``sources``), tid (integer key of the answer id), score (null = unscored
+    or failed). ``pid[pc]`` is the integer key of the prompt id: random draws are keyed on
+    ids, never on codes, so codes (which depend on row order) cannot change a draw.
     """
 
     rows: pl.DataFrame
     texts: pl.DataFrame  # prompt_id, source, target_id, turns
     sources: list[str]
     pid: np.ndarray  # uint64 per prompt code
-    prompt_row: np.ndarray  # per prompt code: its row in ``prompt_ids`` (-1: not a prompt of the round)
     prompt_ids: pl.Series
 
     @property
@@ -253,11 +252,9 @@ def candidates(
         "tid": tid,
         "score": score_col,
     })
-    prompt_row = np.arange(max(len(pid), 1), dtype=np.int64)
-    if len(pid) == 0:  # one spare code, so that every array has a row
+    if len(pid) == 0:  # one spare code, so that every per-code array has a row
         pid = np.zeros(1, dtype=np.uint64)
-        prompt_row[:] = -1
-    cand = Candidates(rows, texts, sources, pid, prompt_row, prompts.get_column("prompt_id").rechunk())
+    cand = Candidates(rows, texts, sources, pid, prompts.get_column("prompt_id").rechunk())
     return cand, {"answers with a wrong number of turns": n_incomplete}
 
 
@@ -700,11 +697,10 @@ def _finish(pairs: pl.DataFrame, cand: Candidates) -> pl.DataFrame:
                     "rejected_score": pl.Float64, "chosen_turns": pl.List(pl.String), "rejected_turns": pl.List(pl.String)}
         )
     names = pl.Series(cand.sources, dtype=pl.String)
-    prompt_rows = pl.Series(cand.prompt_row[pairs["pc"].to_numpy()])
     c_cid, r_cid = pairs["c_cid"], pairs["r_cid"]
     keys = pl.DataFrame({
         "kind": pairs["kind"],
-        "prompt_id": cand.prompt_ids.gather(prompt_rows),
+        "prompt_id": cand.prompt_ids.gather(pairs["pc"]),  # a prompt's code is its row
         "chosen_id": cand.target_ids.gather(c_cid),
         "rejected_id": cand.target_ids.gather(r_cid),
     })
