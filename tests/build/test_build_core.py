@@ -13,7 +13,7 @@ from scipy import stats
 from tso_data import ids
 from tso_data.ids import canonical_json
 from tso_data.build.config import resolve_pools
-from tso_data.build.pairs import build_pairs
+from tso_data.build.pairs import BuildInputs, build_pairs
 from tso_data.build.snapshot import snapshot_table, to_conversations
 
 from build_frames import BASE, NEGATIVE, POSITIVE, config, make_inputs, models_frame
@@ -204,7 +204,7 @@ def test_row_order_of_the_inputs_changes_nothing(tmp_path, seed: int, cap: int) 
         return frame.sample(fraction=1.0, shuffle=True, seed=(seed + k) % 2**32)
 
     prompts = shuffled(inputs.prompts, 0)
-    other = type(inputs)(
+    other = BuildInputs(
         prompts=pl.concat([prompts, prompts.head(3)]),  # three prompt rows read twice
         answers=shuffled(inputs.answers, 1), responses=shuffled(inputs.responses, 2), scores=shuffled(inputs.scores, 3),
     )

@@ -105,7 +105,8 @@ def read_snapshot(path: str | Path) -> Snapshot:
     except (pa.ArrowInvalid, OSError) as exc:
         raise TSOTrainError(f"{path}: not a Parquet file ({exc})") from None
     schema = pf.schema_arrow
-    # the file footer's key-value metadata (tso.snapshot_id is written there, not in the Arrow schema)
+    # the footer's key-value metadata: tso-data adds tso.snapshot_id there after the last row group,
+    # so a file that also stores an Arrow schema may lack it in the schema's own metadata
     meta = {k.decode(): v.decode() for k, v in (pf.metadata.metadata or {}).items() if k != b"ARROW:schema"}
     is_tso = "tso.schema_version" in meta
     if is_tso and meta["tso.schema_version"] != SCHEMA_VERSION:
