@@ -159,7 +159,9 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
     >>> snapshot_digest(df, "{}") == snapshot_digest(df.reverse(), "{}")
     True
     >>> mixed = pl.DataFrame({"pair_id": ["a!", "a", "a,"], "chosen_score": [1.0, 2.0, 3.0], "rejected_score": [None] * 3})
-    >>> snapshot_digest(mixed, "{}") == snapshot_digest(mixed.reverse(), "{}") == snapshot_digest(mixed.sort("pair_id"), "{}")
+    >>> lines = chr(10).join(f"{p},{c}," for p, c in sorted(zip(["a!", "a", "a,"], [1.0, 2.0, 3.0])))  # by pair_id
+    >>> by_definition = content_hash("snapshot", SCHEMA_VERSION, "{}", hashlib.sha256(lines.encode()).hexdigest())
+    >>> snapshot_digest(mixed, "{}") == snapshot_digest(mixed.reverse(), "{}") == by_definition
     True
     """
     line = pl.concat_str(
