@@ -103,9 +103,12 @@ def _length_controlled(preferences: pl.DataFrame, difficulty: pl.DataFrame | Non
         difficulty, source = _estimated_difficulty(preferences)
     else:
         source = "given"
-    frame = preferences.join(difficulty.select("prompt_id", "difficulty"), on="prompt_id", how="left")
+    # the prompts in their source order (external ids: AlpacaEval's `index`), then by id: the
+    # cross-validation folds take every 5th row, so the order is part of the definition
+    frame = preferences.join(difficulty.select("prompt_id", "difficulty"), on="prompt_id", how="left").sort(
+        pl.col("external_id").cast(pl.Int64, strict=False), "external_id", "prompt_id", nulls_last=True)
     rows = []
-    for (model,), group in frame.sort("prompt_id").group_by(["model"], maintain_order=True):
+    for (model,), group in frame.group_by(["model"], maintain_order=True):
         result = length_controlled_win_rate(
             group.get_column("preference").to_numpy(), group.get_column("len_model").to_numpy(),
             group.get_column("len_baseline").to_numpy(), group.get_column("difficulty").fill_null(0.0).to_numpy())

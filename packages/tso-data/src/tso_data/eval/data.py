@@ -11,7 +11,9 @@ Per-prompt preferences (pairwise): every ``ok`` verdict of the chosen judge and 
 prompt between the model and the baseline, in either stored order (a verdict stored with
 the model as answer 1 counts as 3 − preference), averaged per prompt — so the two orders
 a judge was asked in, and any repeats, make one preference. Lengths are those of the
-compared answers in characters (all turns), averaged per prompt the same way.
+compared answers in characters (all turns), averaged per prompt the same way. Each
+prompt's ``external_id`` comes along: the length-controlled fit takes the prompts in that
+order (AlpacaEval's ``index``), as AlpacaEval takes its annotation file's order.
 """
 
 from __future__ import annotations
@@ -50,12 +52,12 @@ WITH oriented AS (
       AND source_2 = $baseline AND list_contains($models, source_1)),
 used AS (SELECT model_target AS target_id FROM oriented UNION SELECT base_target FROM oriented),
 lengths AS (
-    SELECT response_id AS target_id, list_sum(list_transform(turns, x -> length(x))) AS len
+    SELECT response_id AS target_id, length(array_to_string(turns, '')) AS len
     FROM responses WHERE response_id IN (SELECT target_id FROM used)
     UNION ALL
-    SELECT answer_id, list_sum(list_transform(turns, x -> length(x)))
+    SELECT answer_id, length(array_to_string(turns, ''))
     FROM answers WHERE answer_id IN (SELECT target_id FROM used))
-SELECT o.model, o.prompt_id, p.category, avg(o.preference) AS preference,
+SELECT o.model, o.prompt_id, p.category, p.external_id, avg(o.preference) AS preference,
        avg(lm.len) AS len_model, avg(lb.len) AS len_baseline, count(*) AS n_verdicts
 FROM oriented o JOIN prompts p ON p.prompt_id = o.prompt_id AND p.split = $split
 LEFT JOIN lengths lm ON lm.target_id = o.model_target
@@ -75,7 +77,8 @@ UNION SELECT source_2 FROM {VERDICTS} WHERE judge = $judge AND status = 'ok'
 """
 
 
-PREFERENCE_SCHEMA = {"model": pl.String, "prompt_id": pl.String, "category": pl.String, "preference": pl.Float64,
+PREFERENCE_SCHEMA = {"model": pl.String, "prompt_id": pl.String, "category": pl.String, "external_id": pl.String,
+                     "preference": pl.Float64,
                      "len_model": pl.Float64, "len_baseline": pl.Float64, "n_verdicts": pl.Int64}
 
 

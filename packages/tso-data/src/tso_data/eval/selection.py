@@ -64,7 +64,7 @@ def answers_on_split(con: duckdb.DuckDBPyConnection, models: Sequence[str], spli
 
 def check_split(con: duckdb.DuckDBPyConnection, split: str) -> int:
     """The number of prompts in ``split``; an error when there are none."""
-    n = int(con.execute("SELECT count(*) FROM prompts WHERE split = ?", [split]).fetchone()[0])  # type: ignore[index]
+    n = int(con.execute("SELECT count(*) FROM prompts WHERE split = ?", [split]).fetchall()[0][0])
     if n == 0:
         splits = [r[0] for r in con.execute("SELECT DISTINCT split FROM prompts ORDER BY 1").fetchall()]
         raise TSODataError(f"--split {split!r}: no prompts in that split (splits here: {', '.join(map(str, splits)) or 'none'})")

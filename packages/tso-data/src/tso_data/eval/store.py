@@ -45,8 +45,9 @@ def now() -> datetime:
 
 
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()
-    return bool(row and row[0])
+    # fetchall, not fetchone: a half-read result keeps the connection busy (duckdb 2.0)
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                            [name]).fetchall()[0][0])
 
 
 def create_verdicts_table(con: duckdb.DuckDBPyConnection) -> None:
