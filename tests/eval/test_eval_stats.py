@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tso_data.eval.pairwise import head_to_head
-from tso_data.eval.pointwise import mean_scores, paired_differences
+from tso_data.eval.pointwise import summarise
 from tso_data.eval.verdicts import parse_verdict, preference_of
 
 scores = st.lists(st.floats(1, 10, allow_nan=False).map(lambda x: round(x, 2)), min_size=1, max_size=30)
@@ -25,13 +25,13 @@ preferences = st.lists(st.one_of(st.sampled_from([1.0, 1.25, 1.5, 1.75, 2.0]), s
 @given(model=scores, baseline=scores)
 def test_pointwise_statistics_match_their_definitions(model: list[float], baseline: list[float]) -> None:
     rows = [("m", f"p{i}", s) for i, s in enumerate(model)] + [("b", f"p{i}", s) for i, s in enumerate(baseline)]
-    frame = pl.DataFrame(rows, schema=["model", "prompt_id", "score"], orient="row")
-    got = {r["model"]: r for r in mean_scores(frame).to_dicts()}["m"]
+    frame = pl.DataFrame(rows, schema=["model", "prompt_id", "score"], orient="row").with_columns(category=pl.lit("c"))
+    got = {r["model"]: r for r in summarise(frame, "b").filter(pl.col("overall")).to_dicts()}["m"]
     assert got["n"] == len(model)
-    assert got["mean"] == pytest.approx(statistics.fmean(model))
+    assert got["score"] == pytest.approx(statistics.fmean(model))
     if len(model) > 1:
-        assert got["se"] == pytest.approx(statistics.stdev(model) / math.sqrt(len(model)))
-    paired = {r["model"]: r for r in paired_differences(frame, "b").to_dicts()}["m"]
+        assert got["score_se"] == pytest.approx(statistics.stdev(model) / math.sqrt(len(model)))
+    paired = got
     diffs = [m - b for m, b in zip(model, baseline)]  # only prompts both answered
     assert paired["n_paired"] == len(diffs)
     assert paired["delta_mean"] == pytest.approx(statistics.fmean(diffs), abs=1e-9)

@@ -17,7 +17,6 @@ from tso_data.eval.data import EvalData, Selection
 from tso_data.eval.difficulty import estimate_difficulty
 from tso_data.eval.length_control import length_controlled_win_rate, standardised_length_difference
 from tso_data.eval.pairwise import head_to_head
-from tso_data.eval.pointwise import mean_scores, paired_differences
 
 LC_COLUMNS = {"lc_win_rate": pl.Float64, "lc_standard_error": pl.Float64}
 
@@ -64,13 +63,9 @@ def build(data: EvalData, selection: Selection, difficulty: pl.DataFrame | None 
     """
     table = data.models.select("model", "family", "version", "size_b", "version_order").with_columns(
         (pl.col("model") == (selection.baseline or "")).alias("is_baseline"))
-    scores = mean_scores(data.scores).rename({"mean": "score", "se": "score_se"})
-    table = table.join(scores, on="model", how="left")
-    categories = mean_scores(data.scores, ("model", "category")).rename({"mean": "score", "se": "score_se"})
-    if selection.baseline is not None:
-        table = table.join(paired_differences(data.scores, selection.baseline), on="model", how="left")
-        categories = categories.join(paired_differences(data.scores, selection.baseline, ("model", "category")),
-                                     on=["model", "category"], how="left", nulls_equal=True)
+    overall = pl.col("overall")
+    table = table.join(data.pointwise.filter(overall).drop("category", "overall"), on="model", how="left")
+    categories = data.pointwise.filter(~overall).drop("overall")
     source = None
     if data.preferences is not None:
         table, categories, source = _add_pairwise(table, categories, data.preferences, difficulty)
@@ -137,7 +132,7 @@ def _estimated_difficulty(preferences: pl.DataFrame) -> tuple[pl.DataFrame, str]
 
 def _notes(data: EvalData, selection: Selection) -> list[str]:
     notes = []
-    judged = set(data.scores.get_column("model").unique().to_list())
+    judged = set(data.pointwise.get_column("model").unique().to_list())
     compared = set() if data.preferences is None else set(data.preferences.get_column("model").unique().to_list())
     for model in selection.models:
         if model not in judged and model not in compared and model != selection.baseline:

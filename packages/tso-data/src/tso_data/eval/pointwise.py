@@ -1,4 +1,4 @@
-"""Pointwise statistics of a leaderboard: pure functions over Polars frames.
+"""Pointwise statistics of a leaderboard, as one SQL statement over per-prompt scores.
 
 The unit is the prompt. A model's answers to one prompt (several samples, several judge
 samples, several rubrics) are first reduced to one score per prompt (see
@@ -9,68 +9,68 @@ samples, several rubrics) are first reduced to one score per prompt (see
 * **paired difference to a baseline**: on the prompts *both* answered, the per-prompt
   difference model − baseline, its mean and its standard error. Prompt difficulty cancels
   out of the difference, so its error is usually far smaller than either score's.
+
+Both per model and per (model, category), in one pass (``GROUPING SETS``). The statement
+runs inside DuckDB on the catalog, next to the per-prompt scores, so only the summary
+leaves the database; :func:`summarise` runs the same statement on a frame.
 """
 
 from __future__ import annotations
 
+import duckdb
 import polars as pl
 
-PER_PROMPT_COLUMNS = ("model", "prompt_id", "score")
+# Appended to a WITH clause that defines per_prompt(model, prompt_id, category, score).
+SUMMARY_SQL = """
+paired AS (
+    SELECT p.model, p.category, p.score, p.score - b.score AS delta
+    FROM per_prompt p LEFT JOIN (SELECT prompt_id, score FROM per_prompt WHERE model = $baseline) b
+    USING (prompt_id))
+SELECT model, category, grouping(category) = 1 AS overall,
+       count(score) AS n, avg(score) AS score, stddev_samp(score) / sqrt(count(score)) AS score_se,
+       count(delta) AS n_paired, avg(delta) AS delta_mean, stddev_samp(delta) / sqrt(count(delta)) AS delta_se
+FROM paired
+GROUP BY GROUPING SETS ((model), (model, category))
+"""
 
 
-def _mean_se(column: str, prefix: str) -> list[pl.Expr]:
-    value = pl.col(column)
-    n = value.count()
-    return [
-        n.alias(f"n_{prefix}" if prefix else "n"),
-        value.mean().alias(f"{prefix}_mean" if prefix else "mean"),
-        (value.std(ddof=1) / n.sqrt()).alias(f"{prefix}_se" if prefix else "se"),
-    ]
+def summarise(per_prompt: pl.DataFrame, baseline: str | None) -> pl.DataFrame:
+    """:data:`SUMMARY_SQL` on a frame ``model, prompt_id, category, score`` (one row per
+    prompt): a row per model (``overall``) and per (model, category).
 
-
-def mean_scores(per_prompt: pl.DataFrame, by: tuple[str, ...] = ("model",)) -> pl.DataFrame:
-    """Mean score ± standard error per group of ``by`` (one row per prompt in the input).
-
-    Hand-computed: scores 4, 6, 8 have mean 6, sample sd 2, standard error 2/√3 = 1.1547.
-
-    >>> frame = pl.DataFrame({"model": ["m", "m", "m", "b"], "prompt_id": ["p1", "p2", "p3", "p1"],
-    ...                       "score": [4.0, 6.0, 8.0, 5.0]})
-    >>> rows = mean_scores(frame).sort("model").to_dicts()
-    >>> rows[1]
-    {'model': 'm', 'n': 3, 'mean': 6.0, 'se': 1.1547005383792517}
-    >>> rows[0]["se"] is None  # one prompt: no standard error
-    True
-    """
-    return per_prompt.group_by(list(by)).agg(*_mean_se("score", "")).sort(list(by))
-
-
-def paired_differences(per_prompt: pl.DataFrame, baseline: str, by: tuple[str, ...] = ("model",)) -> pl.DataFrame:
-    """Per model: the mean of (model − baseline) over the prompts both have ± its standard error.
-
-    Hand-computed: m scores 4, 6, 8 and the baseline 3, 6, 5 on p1..p3 give differences
-    1, 0, 3: mean 4/3 = 1.3333, sample sd √(7/3) = 1.5275, standard error 1.5275/√3 = 0.8819.
-    Prompt p4, which the baseline did not answer, is left out.
+    Hand-computed: m scores 4, 6, 8, 9 on p1..p4: mean 6.75, sample sd √(14.75/3) = 2.2174,
+    standard error 2.2174/2 = 1.1087. The baseline scores 3, 6, 5 on p1..p3, so the paired
+    differences are 1, 0, 3: mean 4/3 = 1.3333, sample sd √(7/3) = 1.5275, standard error
+    1.5275/√3 = 0.8819 (p4, which the baseline did not answer, is left out).
 
     >>> frame = pl.DataFrame({
     ...     "model": ["m", "m", "m", "m", "b", "b", "b"],
     ...     "prompt_id": ["p1", "p2", "p3", "p4", "p1", "p2", "p3"],
+    ...     "category": ["x", "x", "y", "y", "x", "x", "y"],
     ...     "score": [4.0, 6.0, 8.0, 9.0, 3.0, 6.0, 5.0]})
-    >>> row = paired_differences(frame, "b").filter(pl.col("model") == "m").to_dicts()[0]
-    >>> row["n_paired"], round(row["delta_mean"], 4), round(row["delta_se"], 4)
+    >>> rows = {(r["model"], r["category"]): r for r in summarise(frame, "b").to_dicts()}
+    >>> m = rows["m", None]
+    >>> m["overall"], m["n"], m["score"], round(m["score_se"], 4)
+    (True, 4, 6.75, 1.1087)
+    >>> m["n_paired"], round(m["delta_mean"], 4), round(m["delta_se"], 4)
     (3, 1.3333, 0.8819)
+    >>> rows["b", None]["delta_mean"], rows["b", None]["delta_se"]   # the baseline against itself
+    (0.0, 0.0)
 
-    The baseline's difference to itself is 0 exactly:
+    Per category: m on y scores 8 and 9, and only p3 pairs (8 − 5 = 3, one prompt: no
+    standard error). Without a baseline there are no differences.
 
-    >>> paired_differences(frame, "b").filter(pl.col("model") == "b").to_dicts()[0]["delta_mean"]
-    0.0
+    >>> y = rows["m", "y"]
+    >>> y["overall"], y["n"], y["score"], y["n_paired"], y["delta_mean"], y["delta_se"] is None
+    (False, 2, 8.5, 1, 3.0, True)
+    >>> alone = summarise(frame, None).filter(pl.col("overall") & (pl.col("model") == "m")).to_dicts()[0]
+    >>> alone["n_paired"], alone["delta_mean"] is None
+    (0, True)
     """
-    keys = [k for k in by if k != "model"]
-    base = per_prompt.filter(pl.col("model") == baseline).select(*keys, "prompt_id", pl.col("score").alias("_base"))
-    paired = per_prompt.join(base, on=[*keys, "prompt_id"], how="inner")
-    return (
-        paired.with_columns((pl.col("score") - pl.col("_base")).alias("delta"))
-        .group_by(list(by))
-        .agg(*_mean_se("delta", "delta"))
-        .rename({"n_delta": "n_paired"})
-        .sort(list(by))
-    )
+    con = duckdb.connect()
+    try:
+        con.register("per_prompt_frame", per_prompt.to_arrow())
+        sql = "WITH per_prompt AS (SELECT * FROM per_prompt_frame), " + SUMMARY_SQL
+        return pl.from_arrow(con.sql(sql, params={"baseline": baseline}).to_arrow_table())  # type: ignore[return-value]
+    finally:
+        con.close()

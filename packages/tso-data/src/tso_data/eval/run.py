@@ -17,8 +17,8 @@ import polars as pl
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
 from tso_data.eval.board import Leaderboard, build
-from tso_data.eval.data import Selection, load
-from tso_data.eval.selection import answers_on_split, check_split, read_difficulty, resolve_models
+from tso_data.eval.data import EvalData, Selection, load
+from tso_data.eval.selection import check_split, has_answers, read_difficulty, resolve_models
 from tso_data.eval.store import TABLE as VERDICTS, merge_verdicts
 from tso_data.shards import merge_shards, pending_shards
 
@@ -65,17 +65,24 @@ def leaderboard(
     with catalog.connect(read_only=True) as con:
         n_prompts = check_split(con, split)
         names = resolve_models(con, judge, models, family, baseline)
-        if baseline is not None and answers_on_split(con, [baseline], split)[baseline] == 0:
-            raise TSODataError(f"baseline {baseline!r} has no answers on split {split!r}")
         given = difficulty
         if difficulty is not None and not isinstance(difficulty, pl.DataFrame):
             given = read_difficulty(con, Path(difficulty), prompt_source)
         selection = Selection(judge=judge, models=names, split=split, baseline=baseline, rubrics=tuple(rubrics),
                               pairwise_rubric=pairwise_rubric if pairwise else None)
         data = load(con, selection, n_prompts)
+        if baseline is not None and not _compared(data, baseline) and not has_answers(con, baseline, split):
+            raise TSODataError(f"baseline {baseline!r} has no answers on split {split!r}")
     if isinstance(given, pl.DataFrame) and data.preferences is not None:
         _check_coverage(given, data.preferences, difficulty)
     return build(data, selection, given)  # type: ignore[arg-type]
+
+
+def _compared(data: EvalData, baseline: str) -> bool:
+    """Whether the baseline has judged answers or verdicts on the split (then it has answers:
+    the cheap check, so the full one runs only when this fails)."""
+    judged = data.pointwise.filter(pl.col("model") == baseline).height > 0
+    return judged or (data.preferences is not None and data.preferences.height > 0)
 
 
 def _check_coverage(given: pl.DataFrame, preferences: pl.DataFrame, origin: object) -> None:

@@ -62,6 +62,14 @@ def answers_on_split(con: duckdb.DuckDBPyConnection, models: Sequence[str], spli
     return counts
 
 
+def has_answers(con: duckdb.DuckDBPyConnection, model: str, split: str) -> bool:
+    """Whether ``model`` answered any prompt of ``split`` (a cheap check for the baseline)."""
+    return bool(con.execute(
+        "SELECT EXISTS (SELECT 1 FROM responses r JOIN prompts p USING (prompt_id) WHERE r.model = $m AND p.split = $s) "
+        "OR EXISTS (SELECT 1 FROM answers a JOIN prompts p USING (prompt_id) WHERE a.source = $m AND p.split = $s)",
+        {"m": model, "s": split}).fetchall()[0][0])
+
+
 def check_split(con: duckdb.DuckDBPyConnection, split: str) -> int:
     """The number of prompts in ``split``; an error when there are none."""
     n = int(con.execute("SELECT count(*) FROM prompts WHERE split = ?", [split]).fetchall()[0][0])
