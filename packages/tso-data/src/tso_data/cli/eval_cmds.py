@@ -156,7 +156,7 @@ def leaderboard_table(board) -> Table:
     if pairwise:
         columns += ["n pairs", "win rate", "discrete", "W / L / D", "avg len", "LC win rate"]
     for col in columns:
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for r in finite_rows(board.table):
         cells = [str(r["model"]) + (" (baseline)" if r["is_baseline"] else ""), str(r["version"] or "-"),
                  f"{r['size_b']:g}" if r["size_b"] else "-", str(r["n"] or 0), _pm(r["score"], r["score_se"]),

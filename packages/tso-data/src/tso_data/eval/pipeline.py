@@ -35,7 +35,7 @@ from tso_data.generate.job import GenerateSpec, plan_generation, run_generation,
 from tso_data.judge import run as judge_run
 from tso_data.judge.rubrics import resolve_rubrics, rubric_dirs
 from tso_data.judge.targets import select_targets
-from tso_data.matrix import ModelInfo, get_model
+from tso_data.matrix import ModelInfo, find_model, get_model
 
 JUDGE_SAMPLING = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=1024)  # `tso-data judge`'s defaults
 
@@ -151,7 +151,11 @@ def _check_judge(catalog: Catalog, spec: EvalSpec, options: BackendOptions) -> N
                                "function judge (it scores one answer at a time)")
         judge_run.load_function_judge(spec.judge)
         return
-    _check_backend(get_model(catalog, spec.judge), options, f"judge {spec.judge!r}")
+    info = find_model(catalog, spec.judge)
+    if info is None:
+        raise TSODataError(f"--judge {spec.judge!r} is neither a registered model nor fn:module:function, so it "
+                           "cannot judge new answers; with --stored-only it ranks what this label has stored")
+    _check_backend(info, options, f"judge {spec.judge!r}")
 
 
 def _generate(catalog: Catalog, spec: EvalSpec, info: ModelInfo, options: BackendOptions, progress: bool,
