@@ -83,19 +83,20 @@ def run_eval(catalog: Catalog | str | os.PathLike[str], spec: EvalSpec, options:
     """Make what the leaderboard lacks (unless ``spec.stored_only``), then compute it."""
     catalog = as_catalog(catalog)
     options = options or BackendOptions()
-    run = EvalRun(leaderboard=None)  # type: ignore[arg-type]
+    generated: dict[str, int] = {}
+    judged = compared = None
     if not spec.stored_only:
         plan = _plan(catalog, spec, options)
         for name, info in plan.to_generate.items():
-            run.generated[name] = _generate(catalog, spec, info, options, progress, console)
-        run.judged = _judge(catalog, spec, plan.models, options, progress)
+            generated[name] = _generate(catalog, spec, info, options, progress, console)
+        judged = _judge(catalog, spec, plan.models, options, progress)
         if spec.pairwise:
-            run.compared = _compare(catalog, spec, plan.models, options, progress)
-    run.leaderboard = leaderboard(
+            compared = _compare(catalog, spec, plan.models, options, progress)
+    board = leaderboard(
         catalog, judge=spec.judge, models=spec.models, family=spec.family, baseline=spec.baseline, split=spec.split,
         rubrics=spec.rubrics, pairwise=spec.pairwise, pairwise_rubric=_pairwise_rubric(spec),
         difficulty=spec.difficulty, prompt_source=spec.prompt_source)
-    return run
+    return EvalRun(board, generated, judged, compared)
 
 
 def _pairwise_rubric(spec: EvalSpec) -> str:

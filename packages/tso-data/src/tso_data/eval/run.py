@@ -65,17 +65,19 @@ def leaderboard(
     with catalog.connect(read_only=True) as con:
         n_prompts = check_split(con, split)
         names = resolve_models(con, judge, models, family, baseline)
-        given = difficulty
-        if difficulty is not None and not isinstance(difficulty, pl.DataFrame):
+        given: pl.DataFrame | None = None
+        if isinstance(difficulty, pl.DataFrame):
+            given = difficulty
+        elif difficulty is not None:
             given = read_difficulty(con, Path(difficulty), prompt_source)
         selection = Selection(judge=judge, models=names, split=split, baseline=baseline, rubrics=tuple(rubrics),
                               pairwise_rubric=pairwise_rubric if pairwise else None)
         data = load(con, selection, n_prompts)
         if baseline is not None and not _compared(data, baseline) and not has_answers(con, baseline, split):
             raise TSODataError(f"baseline {baseline!r} has no answers on split {split!r}")
-    if isinstance(given, pl.DataFrame) and data.preferences is not None:
+    if given is not None and data.preferences is not None:
         _check_coverage(given, data.preferences, difficulty)
-    return build(data, selection, given)  # type: ignore[arg-type]
+    return build(data, selection, given)
 
 
 def _compared(data: EvalData, baseline: str) -> bool:
