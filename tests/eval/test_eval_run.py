@@ -164,3 +164,17 @@ def test_run_eval_from_python(tmp_path: Path) -> None:
                    BackendOptions(), progress=False)
     assert [r["model"] for r in run.leaderboard.table.to_dicts()] == ["long", "short"]
     assert run.judged is not None and run.judged.statuses["ok"] == 2 * HELDOUT
+
+
+def test_pair_messages_show_each_order_and_whole_multi_turn_answers() -> None:
+    from tso_data.eval.judging import PairItem, pair_messages
+
+    prompt = load_pairwise_prompt()
+    messages = [{"role": "user", "content": "Name a prime."}, {"role": "user", "content": "Another one?"}]
+    item = PairItem("v", "p", "base", "t1", "model", "t2", 2, messages, ["2", "3"], ["5", "7"])
+    a, b = replies_of(pair_messages(item, prompt))
+    assert a == "[Reply to turn 1]\n5\n\n[Reply to turn 2]\n7"  # answer 2 (the model) shown first
+    assert b == "[Reply to turn 1]\n2\n\n[Reply to turn 2]\n3"
+    assert "[User, turn 2]\nAnother one?" in pair_messages(item, prompt)[-1]["content"]
+    single = PairItem("v", "p", "base", "t1", "model", "t2", 1, messages[:1], ["2"], ["5"])
+    assert replies_of(pair_messages(single, prompt)) == ("2", "5")

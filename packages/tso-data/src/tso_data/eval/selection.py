@@ -24,7 +24,7 @@ def resolve_models(con: duckdb.DuckDBPyConnection, judge: str, models: Sequence[
     version and size (``--family``), or every source the judge has judged; the baseline
     is added when missing. Every name must be a registered model."""
     known = {row[0]: row for row in con.execute(
-        "SELECT name, family, version_order, size_b FROM models WHERE kind = 'model' OR name = 'human'").fetchall()}
+        "SELECT name, family, version_order, size_b FROM models").fetchall()}
     if models and family:
         raise TSODataError("choose the models with --models or --family, not both")
     if models:
