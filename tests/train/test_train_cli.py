@@ -145,7 +145,7 @@ def test_sft_lowers_the_loss_on_its_data(tmp_path, tiny_model_dir):
 def test_sft_rejects_data_without_messages(tmp_path, tiny_model_dir):
     (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     result = CliRunner().invoke(cli, ["sft", str(tmp_path / "d.jsonl"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "row 0: field 'messages': no assistant message" in result.output
+    assert result.exit_code == 2 and f"{tmp_path / 'd.jsonl'}:1: field 'messages': no assistant message" in result.output
 
 
 def test_plot_writes_the_figures(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -217,10 +218,41 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def prepare_deepspeed_import() -> None:
+    """Before DeepSpeed is first imported: name the CPU accelerator on a machine without CUDA
+    (DeepSpeed's detection otherwise prints a warning to stdout), and keep DeepSpeed's compiled
+    ops per environment — a ``torch_extensions`` folder inside the virtual environment when it
+    is writable and the user has not set TORCH_EXTENSIONS_DIR. torch's default cache
+    (``~/.cache/torch_extensions``) is keyed by the Python version only, so two environments on
+    one machine rebuild each other's ops (55-146 s each time)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "TORCH_EXTENSIONS_DIR" not in os.environ and sys.prefix != sys.base_prefix and os.access(sys.prefix, os.W_OK):
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(sys.prefix) / "torch_extensions")
+
+
+def _skip_shared_memory_comm_op() -> None:
+    """DeepSpeed compiles a shared-memory communication op whenever it sets up its process
+    group on CPU (about a minute on a cold cache). Only its inference all-reduce (tensor-parallel
+    inference) uses the op; training's collectives go through torch.distributed. tso-train never
+    runs DeepSpeed inference, so the op is not built."""
+    import importlib
+
+    try:  # (`from deepspeed.comm import torch` would name the torch package deepspeed.comm imports)
+        ds_comm_torch = importlib.import_module("deepspeed.comm.torch")
+    except ImportError:  # pragma: no cover - another DeepSpeed layout: it builds the op as before
+        return
+    if hasattr(ds_comm_torch, "build_shm_op"):
+        ds_comm_torch.build_shm_op = lambda: None
+
+
 def initialize(module: nn.Module, opts: EngineOptions, *, weight_decay_module: nn.Module | None = None):
     """Start DeepSpeed on ``module``; returns the engine (its optimiser is engine.optimizer)."""
     ensure_distributed_env()
+    prepare_deepspeed_import()
     import deepspeed
+
+    _skip_shared_memory_comm_op()
 
     config = build_ds_config(opts)
     engine, _, _, _ = deepspeed.initialize(
