@@ -68,7 +68,7 @@ def _betas(value: str) -> tuple[float, float]:
     try:
         b1, b2 = (float(x) for x in value.split(","))
     except ValueError:
-        raise click.BadParameter("expected two numbers like 0.9,0.95") from None
+        raise TSOTrainError(f"--adam-betas {value}: must be two numbers in [0, 1), like 0.9,0.95") from None
     return b1, b2
 
 

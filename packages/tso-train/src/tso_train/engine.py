@@ -171,6 +171,20 @@ def build_ds_config(opts: EngineOptions) -> dict[str, Any]:
     return config
 
 
+def check_model_reference(model: str) -> None:
+    """Before any load: a local path that cannot be a model is one line. A name that could be a
+    hub id (``org/name``) is left to the loader."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        raise TSOTrainError(f"--model {model}: not a transformers model directory (a file)")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise TSOTrainError(f"--model {model}: not a transformers model directory (no config.json)")
+        return
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model:
+        raise TSOTrainError(f"--model {model}: not a transformers model directory (no such directory)")
+
+
 def load_causal_lm(path: str, *, bf16: bool = False):
     """Load the tokenizer and a causal LM; a clear error when PATH is not one."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

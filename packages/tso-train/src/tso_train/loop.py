@@ -31,6 +31,7 @@ from tso_train.engine import (
     all_reduce_sum,
     build_ds_config,
     check_batch_sizes,
+    check_model_reference,
     cosine_lr,
     grad_norm_after_step,
     grad_norm_before_step,
@@ -191,10 +192,11 @@ def reference_logps(engine, pairs: list[EncodedPair], indices: np.ndarray, batch
 LOSS_PARAMETERS = {"dual-clip": ("gamma_w", "gamma_l"), "dpo": (), "ipo": ("ipo_tau",), "cdpo": ("cdpo_eps",)}
 
 
-def _check_before_load(cfg: FitConfig, out: Path) -> tuple[Snapshot, dict, ResumePoint | None]:
+def check_before_load(cfg: FitConfig, out: Path) -> tuple[Snapshot, dict, ResumePoint | None]:
     """Every check that needs no model: flags, the snapshot, batch sizes, the DeepSpeed config,
     the run directory and `--resume` (see tso_train.resume). Reads only."""
     check_fit_settings(cfg)
+    check_model_reference(cfg.model)
     snapshot = read_snapshot(cfg.snapshot)  # schema and columns first, before any model load
     check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
     if cfg.parts > len(snapshot.pairs):
@@ -214,7 +216,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     ensure_distributed_env()
     tune_cpu_allocator()
     out = Path(cfg.out)
-    snapshot, fingerprint, resume_at = _check_before_load(cfg, out)
+    snapshot, fingerprint, resume_at = check_before_load(cfg, out)
 
     lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16)
     if cfg.gradient_checkpointing:

@@ -25,7 +25,7 @@ import torch
 from tso_train import checkpoint as ckpt
 from tso_train.data import EncodedSequence, batch_tokens, collate_sequences, encode_conversation, pad_id_of, split_global_batch
 from tso_train.engine import (
-    all_reduce_sum, build_ds_config, check_batch_sizes, cosine_lr, engine_options, grad_norm_after_step, grad_norm_before_step, ensure_distributed_env, initialize,
+    all_reduce_sum, build_ds_config, check_batch_sizes, check_model_reference, cosine_lr, engine_options, grad_norm_after_step, grad_norm_before_step, ensure_distributed_env, initialize,
     load_causal_lm, peak_memory_bytes, rank, release_freed_memory, set_lr, tune_cpu_allocator, world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
@@ -109,10 +109,11 @@ def read_conversations(path: str | Path) -> list[list[Message]]:
     return conversations
 
 
-def _check_before_load(cfg: SFTConfig, out: Path) -> tuple[list[list[Message]], dict, ResumePoint | None]:
+def check_before_load(cfg: SFTConfig, out: Path) -> tuple[list[list[Message]], dict, ResumePoint | None]:
     """Every check that needs no model: flags, the data, batch sizes, the DeepSpeed config, the
     run directory and `--resume` (see tso_train.resume). Reads only."""
     check_engine_settings(cfg)
+    check_model_reference(cfg.model)
     conversations = read_conversations(cfg.data)
     check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
     build_ds_config(engine_options(cfg, cfg.global_batch))  # reads and checks a --deepspeed-config
@@ -143,7 +144,7 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
     ensure_distributed_env()
     tune_cpu_allocator()
     out = Path(cfg.out)
-    conversations, fingerprint, resume_at = _check_before_load(cfg, out)
+    conversations, fingerprint, resume_at = check_before_load(cfg, out)
     lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16)
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
