@@ -122,7 +122,7 @@ def describe_saved_state(out_dir: Path) -> str:
     if not has_engine_state(out_dir):
         return "no checkpoint was written yet, so a rerun starts over"
     tag = (out_dir / CHECKPOINT_DIR / "latest").read_text().strip()
-    return f"the last checkpoint ({out_dir / CHECKPOINT_DIR / tag}) is intact: rerun with --resume to continue from it"
+    return f"the last checkpoint ({out_dir / CHECKPOINT_DIR / tag}) is intact (--resume continues from it)"
 
 
 def load_engine_state(engine, out_dir: Path, tag: str) -> dict:
