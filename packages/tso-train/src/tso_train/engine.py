@@ -185,7 +185,7 @@ def check_model_reference(model: str) -> None:
         raise TSOTrainError(f"--model {model}: not a transformers model directory (no such directory)")
 
 
-def load_causal_lm(path: str, *, bf16: bool = False):
+def load_causal_lm(path: str, *, bf16: bool = False, gradient_checkpointing: bool = False):
     """Load the tokenizer and a causal LM; a clear error when PATH is not one."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -209,6 +209,8 @@ def load_causal_lm(path: str, *, bf16: bool = False):
     if getattr(tokenizer, "chat_template", None) is None:
         raise TSOTrainError(f"--model {path}: the tokenizer has no chat template")
     disable_dropout(model)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer
 
 

@@ -49,12 +49,12 @@ from tso_train.engine import (
 from tso_train.errors import NonFiniteLossError, TSOTrainError
 from tso_train.logprobs import SequenceLogps
 from tso_train.losses import PairLogps, make_loss
-from tso_train.metrics import MetricsLog, StepAccumulator
+from tso_train.metrics import StepAccumulator
 from tso_train.mlp import use_lean_mlp
 from tso_train.files import file_digest
 from tso_train.packing import enable_packing, resolve_packing
 from tso_train.progress import NullProgress
-from tso_train.resume import METRICS_FILE, RUN_FILE, ResumePoint, prepare_run, run_fingerprint, write_run_record
+from tso_train.resume import ResumePoint, open_run, prepare_run, run_fingerprint
 from tso_train.settings import check_fit_settings
 from tso_train.snapshot import Snapshot, read_snapshot
 
@@ -218,9 +218,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     out = Path(cfg.out)
     snapshot, fingerprint, resume_at = check_before_load(cfg, out)
 
-    lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16)
-    if cfg.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing)
     encoded = encode_pairs(tokenizer, snapshot.pairs, cfg.max_length, cfg.score_user_turns)
     pairs = encoded.pairs
     progress.note(f"{len(pairs)} pairs ({encoded.n_truncated} truncated to --max-length {cfg.max_length}, "
@@ -243,26 +241,16 @@ def fit(cfg: FitConfig, progress=None) -> dict:
         use_lean_mlp(lm)
     gas = gb0 // (cfg.micro_batch * world_size())
 
-    out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(out / METRICS_FILE, enabled=rank() == 0)
+    log, state = open_run(engine, out, fingerprint, resume_at, {
+        **{k: v for k, v in asdict(cfg).items() if k not in ("on_step", "resume")},
+        "n_pairs": len(pairs), "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped,
+        "part_sizes": [len(p) for p in parts], "global_batch_used": gb0,
+        "steps_per_part": [p.total_steps for p in plans], "world_size": world_size(),
+        "snapshot_id": snapshot.snapshot_id,
+    })
     start = {"part": 0, "epoch": 0, "step": 0, "global_step": 0, "ref": None}
-    if resume_at is not None:
-        state = ckpt.load_engine_state(engine, out, resume_at.tag)
-        if state.get("fingerprint") != fingerprint:
-            raise TSOTrainError(f"--resume: {out / ckpt.CHECKPOINT_DIR / resume_at.tag} belongs to another run than "
-                                f"{out / RUN_FILE}; cannot resume")
+    if state is not None:
         start = {k: state[k] for k in start}
-        log.truncate_after(start["global_step"])
-    else:
-        log.reset()
-        if rank() == 0:
-            write_run_record(out, fingerprint, {
-                **{k: v for k, v in asdict(cfg).items() if k not in ("on_step", "resume")},
-                "n_pairs": len(pairs), "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped,
-                "part_sizes": [len(p) for p in parts], "global_batch_used": gb0,
-                "steps_per_part": [p.total_steps for p in plans], "world_size": world_size(),
-                "snapshot_id": snapshot.snapshot_id,
-            })
 
     total_steps = sum(p.total_steps for p in plans)
     progress.start(total_steps, done=start["global_step"])

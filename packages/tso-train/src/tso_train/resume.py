@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from tso_train import checkpoint as ckpt
+from tso_train.engine import rank
 from tso_train.errors import TSOTrainError
 from tso_train.files import atomic_write_text, file_digest
-from tso_train.metrics import check_resumable
+from tso_train.metrics import MetricsLog, check_resumable
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -172,3 +173,23 @@ def write_run_record(out: Path, fingerprint_: dict[str, Any], details: dict[str,
     fingerprint. Written once, atomically; `--resume` reads it and never rewrites it."""
     record = {**_normal(details), "fingerprint": fingerprint_}
     atomic_write_text(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def open_run(engine, out: Path, fingerprint_: dict[str, Any], resume_at: ResumePoint | None,
+             details: dict[str, Any]) -> tuple[MetricsLog, dict | None]:
+    """Once the engine has started: a fresh run gets an empty metrics log and its run.json
+    (``details`` + fingerprint); a resume loads the checkpoint, whose client state it returns,
+    and cuts the metrics rows past it. Every rank calls this."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out / METRICS_FILE, enabled=rank() == 0)
+    if resume_at is None:
+        log.reset()
+        if rank() == 0:
+            write_run_record(out, fingerprint_, details)
+        return log, None
+    state = ckpt.load_engine_state(engine, out, resume_at.tag)
+    if state.get("fingerprint") != fingerprint_:
+        raise TSOTrainError(f"--resume: {out / ckpt.CHECKPOINT_DIR / resume_at.tag} belongs to another run than "
+                            f"{out / RUN_FILE}; cannot resume")
+    log.truncate_after(resume_at.position["global_step"])
+    return log, state

@@ -25,17 +25,31 @@ import torch
 from tso_train import checkpoint as ckpt
 from tso_train.data import EncodedSequence, batch_tokens, collate_sequences, encode_conversation, pad_id_of, split_global_batch
 from tso_train.engine import (
-    all_reduce_sum, build_ds_config, check_batch_sizes, check_model_reference, cosine_lr, engine_options, grad_norm_after_step, grad_norm_before_step, ensure_distributed_env, initialize,
-    load_causal_lm, peak_memory_bytes, rank, release_freed_memory, set_lr, tune_cpu_allocator, world_size,
+    all_reduce_sum,
+    build_ds_config,
+    check_batch_sizes,
+    check_model_reference,
+    cosine_lr,
+    engine_options,
+    ensure_distributed_env,
+    grad_norm_after_step,
+    grad_norm_before_step,
+    initialize,
+    load_causal_lm,
+    peak_memory_bytes,
+    rank,
+    release_freed_memory,
+    set_lr,
+    tune_cpu_allocator,
+    world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
 from tso_train.logprobs import SequenceLogps
-from tso_train.metrics import MetricsLog
 from tso_train.mlp import use_lean_mlp
 from tso_train.files import file_digest
 from tso_train.packing import enable_packing, resolve_packing
 from tso_train.progress import NullProgress
-from tso_train.resume import METRICS_FILE, RUN_FILE, ResumePoint, prepare_run, run_fingerprint, write_run_record
+from tso_train.resume import ResumePoint, open_run, prepare_run, run_fingerprint
 from tso_train.settings import check_engine_settings
 from tso_train.snapshot import _check_roles_sft, Message
 
@@ -145,9 +159,7 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
     tune_cpu_allocator()
     out = Path(cfg.out)
     conversations, fingerprint, resume_at = check_before_load(cfg, out)
-    lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16)
-    if cfg.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing)
     seqs, dropped = _encode(tokenizer, conversations, cfg.max_length)
     progress.note(f"{len(seqs)} conversations ({dropped} dropped: no assistant token within --max-length {cfg.max_length})")
     if dropped and rank() == 0:
@@ -170,22 +182,12 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
         use_lean_mlp(lm)
     device = next(engine.module.parameters()).device
     pad_id = pad_id_of(tokenizer)
-    out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(out / METRICS_FILE, enabled=rank() == 0)
+    log, state = open_run(engine, out, fingerprint, resume_at, {
+        **{k: v for k, v in asdict(cfg).items() if k not in ("on_step", "resume")},
+        "n_conversations": len(seqs), "n_dropped": dropped, "global_batch_used": gb, "world_size": world_size()})
     start = {"epoch": 0, "step": 0, "global_step": 0}
-    if resume_at is not None:
-        state = ckpt.load_engine_state(engine, out, resume_at.tag)
-        if state.get("fingerprint") != fingerprint:
-            raise TSOTrainError(f"--resume: {out / ckpt.CHECKPOINT_DIR / resume_at.tag} belongs to another run than "
-                                f"{out / RUN_FILE}; cannot resume")
+    if state is not None:
         start = {k: state[k] for k in start}
-        log.truncate_after(start["global_step"])
-    else:
-        log.reset()
-        if rank() == 0:
-            write_run_record(out, fingerprint, {**{k: v for k, v in asdict(cfg).items() if k not in ("on_step", "resume")},
-                                                "n_conversations": len(seqs), "n_dropped": dropped,
-                                                "global_batch_used": gb, "world_size": world_size()})
     progress.start(total, done=start["global_step"])
     progress.phase("training")
     global_step = start["global_step"]

@@ -128,26 +128,7 @@ def read_snapshot(path: str | Path) -> Snapshot:
             )
 
     columns = list(CONVERSATION_COLUMNS) + (["pair_id"] if is_tso else [])
-    table = pf.read(columns=columns)
-    data = table.to_pydict()
-    pairs: list[PreferencePair] = []
-    first_row_of: dict[str, int] = {}
-    for index in range(table.num_rows):
-        row = index + 1  # rows count from 1, as tso-data counts lines
-        conv = {}
-        for c in CONVERSATION_COLUMNS:
-            messages = [{"role": m["role"], "content": m["content"]} for m in (data[c][index] or [])]
-            _check_conversation(path, row, c, messages)
-            conv[c] = messages
-        if conv["chosen"] == conv["rejected"]:
-            raise TSOTrainError(f"{path}: row {row}: field 'rejected': equals 'chosen' (a pair must differ; drop the row)")
-        pair_id = data["pair_id"][index] if is_tso else str(row)
-        if pair_id is None:
-            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': null")
-        if str(pair_id) in first_row_of:
-            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': {pair_id!r} repeats row {first_row_of[str(pair_id)]}")
-        first_row_of[str(pair_id)] = row
-        pairs.append(PreferencePair(pair_id=str(pair_id), **conv))
+    pairs = _read_pairs(path, pf.read(columns=columns).to_pydict(), is_tso)
     if not pairs:
         raise TSOTrainError(f"{path}: the snapshot holds no pairs")
 
@@ -166,6 +147,29 @@ def read_snapshot(path: str | Path) -> Snapshot:
         config=config,
         is_tso=is_tso,
     )
+
+
+def _read_pairs(path: Path, data: dict[str, list], is_tso: bool) -> list[PreferencePair]:
+    """Every row checked; rows count from 1, as tso-data counts lines."""
+    pairs: list[PreferencePair] = []
+    first_row_of: dict[str, int] = {}
+    for index in range(len(data["prompt"])):
+        row = index + 1
+        conv = {}
+        for c in CONVERSATION_COLUMNS:
+            messages = [{"role": m["role"], "content": m["content"]} for m in (data[c][index] or [])]
+            _check_conversation(path, row, c, messages)
+            conv[c] = messages
+        if conv["chosen"] == conv["rejected"]:
+            raise TSOTrainError(f"{path}: row {row}: field 'rejected': equals 'chosen' (a pair must differ; drop the row)")
+        pair_id = data["pair_id"][index] if is_tso else str(row)
+        if pair_id is None:
+            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': null")
+        if str(pair_id) in first_row_of:
+            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': {pair_id!r} repeats row {first_row_of[str(pair_id)]}")
+        first_row_of[str(pair_id)] = row
+        pairs.append(PreferencePair(pair_id=str(pair_id), **conv))
+    return pairs
 
 
 def _check_roles_sft(where: str, messages: list[Message]) -> None:
