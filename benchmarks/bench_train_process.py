@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     from rich.table import Table
 
     from benchmarks.bench_train import build_inputs
+    from tso_train.console import quiet_third_party
+
+    quiet_third_party()  # building the inputs loads transformers in this process
 
     console = Console(width=120)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

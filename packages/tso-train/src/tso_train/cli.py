@@ -58,11 +58,20 @@ def cli() -> None:
 @click.option("--seed", default=0, show_default=True)
 def tiny_model_cmd(out_dir: str, hidden_size: int, layers: int, seed: int) -> None:
     """Build a tiny random Llama + tokenizer in OUT_DIR (offline; for trying the tools)."""
-    quiet_third_party()
+    _quiet_start()
     from tso_train.tiny import build_tiny_causal_lm
 
     path = build_tiny_causal_lm(out_dir, hidden_size=hidden_size, num_layers=layers, seed=seed)
     click.echo(f"tiny model saved to {path}")
+
+
+def _quiet_start() -> None:
+    """Before a command that loads torch, transformers or DeepSpeed: their noise off, and
+    DeepSpeed told the accelerator (its detection prints to stdout)."""
+    quiet_third_party()
+    from tso_train.engine import prepare_deepspeed_import
+
+    prepare_deepspeed_import()
 
 
 def _betas(value: str) -> tuple[float, float]:
@@ -138,7 +147,7 @@ def fit_cmd(snapshot: str, model: str, out: str, adam_betas: str, max_length: in
     part are computed once by the policy itself (no second model in memory). Defaults are the
     paper's (TSO, Appendix C.2).
     """
-    quiet_third_party()
+    _quiet_start()
     from tso_train.console import fit_summary
     from tso_train.loop import FitConfig, fit
 
@@ -182,7 +191,7 @@ def sft_cmd(data: str, model: str, out: str, adam_betas: str, max_length: int | 
     """Supervised fine-tuning on conversations (DATA: Parquet or JSONL with a `messages` column of
     {role, content}); the loss is on assistant tokens only. Same engine as `fit` — used to correct
     the judge on the judge-SFT export."""
-    quiet_third_party()
+    _quiet_start()
     from tso_train.console import sft_summary
     from tso_train.sft import SFTConfig, sft
 
