@@ -60,7 +60,8 @@ def tso_command(snapshot: str, model_dir: str, out: str, batch: int, max_length:
 
 
 def timed(cmd: list[str], env: dict) -> dict:
-    """Run ``cmd`` to completion: wall seconds from start to exit and the process's peak RSS."""
+    """Run ``cmd`` to completion: wall seconds from start to exit, the process's CPU seconds (less
+    swayed by other jobs than wall time, though not immune) and its peak RSS."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -69,7 +70,8 @@ def timed(cmd: list[str], env: dict) -> dict:
     stdout, stderr = proc.stdout.read(), proc.stderr.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} … failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return {"seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024, "load_avg_1m": os.getloadavg()[0],
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_bytes": usage.ru_maxrss * 1024,
+            "load_avg_1m": os.getloadavg()[0],
             "stdout_tail": stdout.strip().splitlines()[-1:] or [""]}
 
 
@@ -104,8 +106,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from benchmarks.bench_train import build_inputs
     from tso_train.console import quiet_third_party
+    from tso_train.engine import prepare_deepspeed_import
 
-    quiet_third_party()  # building the inputs loads transformers in this process
+    quiet_third_party()  # building the inputs loads transformers (and through it DeepSpeed) here
+    prepare_deepspeed_import()
 
     console = Console(width=120)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -128,23 +132,24 @@ def main(argv: list[str] | None = None) -> None:
                         str(args.max_length), "--trl-job", inputs["snapshot"], inputs["model"], out])
                 r = timed(cmd, env)
                 runs[arm].append(r)
-                console.print(f"round {round_ + 1} {arm}: {r['seconds']:.1f} s start to exit, peak RSS "
+                console.print(f"round {round_ + 1} {arm}: {r['seconds']:.1f} s start to exit ({r['cpu_seconds']:.0f} CPU s), peak RSS "
                               f"{r['peak_rss_bytes'] / 2**30:.2f} GiB, load {r['load_avg_1m']:.1f}")
     median = {arm: statistics.median(r["seconds"] for r in rs) for arm, rs in runs.items()}
     per_round = [t["seconds"] / s["seconds"] for s, t in zip(runs["tso"], runs["trl"])]
     table = Table(title="Whole process, start to exit: tso-train fit vs a TRL DPOTrainer script (CPU, fp32)")
-    for col in ("arm", "runs (s)", "median s", "peak RSS GiB", "TRL ÷ tso"):
+    cpu = {arm: statistics.median(r["cpu_seconds"] for r in rs) for arm, rs in runs.items()}
+    for col in ("arm", "runs (s)", "median s", "median CPU s", "peak RSS GiB", "TRL ÷ tso (wall, CPU)"):
         table.add_column(col, justify="right")
     for arm, rs in runs.items():
-        table.add_row(arm, ", ".join(f"{r['seconds']:.1f}" for r in rs), f"{median[arm]:.1f}",
+        table.add_row(arm, ", ".join(f"{r['seconds']:.1f}" for r in rs), f"{median[arm]:.1f}", f"{cpu[arm]:.0f}",
                       f"{max(r['peak_rss_bytes'] for r in rs) / 2**30:.2f}",
-                      f"{median['trl'] / median['tso']:.2f}" if arm == "tso" else "")
+                      f"{median['trl'] / median['tso']:.2f}, {cpu['trl'] / cpu['tso']:.2f}" if arm == "tso" else "")
     console.print(table)
     targets = {"whole_process_vs_trl_ge_1.3": median["trl"] / median["tso"] >= 1.3, "tiny_start_le_15s": starts[1] <= 15.0}
     console.print(f"per-round TRL ÷ tso: {', '.join(f'{x:.2f}' for x in per_round)}; targets: {targets}")
     report = {"settings": {"pairs": args.pairs, "batch": args.batch, "max_length": args.max_length, "params": inputs["n_params"],
                            "rounds": args.rounds, "cores": os.cpu_count()},
-              "tiny_start_seconds": starts, "runs": runs, "median_seconds": median,
+              "tiny_start_seconds": starts, "runs": runs, "median_seconds": median, "median_cpu_seconds": cpu,
               "ratio_trl_over_tso": median["trl"] / median["tso"], "per_round_ratio": per_round, "targets_met": targets}
     if not args.no_write:
         RESULTS.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Bad input to `tso-train fit`, `sft` and `plot`, table-driven: every case exits 2 with one line
+"""Bad input to `tso-train fit`, `sft`, `plot` and `tiny-model`, table-driven: every case exits 2 with one line
 naming the flag/file/row, loads no model and changes no file (see train_harness.py)."""
 
 from __future__ import annotations
@@ -166,6 +166,10 @@ CASES = [
     Case("plot an sft run", "plot", lambda ws: ["plot", str(ws.sft_run)], ("no preference-training rows",)),
     Case("plot --out is a file", "plot", lambda ws: ["plot", str(ws.run), "--out", str(ws.snapshot)],
          ("--out", "snap.parquet", "is a file")),
+    # tiny-model
+    Case("tiny-model --hidden-size 12", "tiny-model", lambda ws: ["tiny-model", str(ws.out), "--hidden-size", "12"],
+         ("--hidden-size 12", "multiple of 8")),
+    Case("tiny-model --layers 0", "tiny-model", lambda ws: ["tiny-model", str(ws.out), "--layers", "0"], ("--layers", "0")),
 ]
 
 

@@ -140,7 +140,7 @@ def tree_hashes(*roots: Path) -> dict[str, str]:
 @dataclass(frozen=True)
 class Case:
     id: str
-    command: str  # fit | sft | plot
+    command: str  # fit | sft | plot | tiny-model
     args: Callable[[Workspace], list]  # the command's arguments
     expect: tuple[str, ...]  # fragments of the one error line ("{ws}" is replaced by the workspace)
     damage: Callable[[Workspace], object] | None = None  # applied to the workspace before hashing

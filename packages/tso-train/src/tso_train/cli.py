@@ -53,11 +53,13 @@ def cli() -> None:
 
 @cli.command("tiny-model")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--hidden-size", default=64, show_default=True)
-@click.option("--layers", default=2, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--hidden-size", type=click.IntRange(min=8), default=64, show_default=True, help="A multiple of 8 (4 heads).")
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True)
 def tiny_model_cmd(out_dir: str, hidden_size: int, layers: int, seed: int) -> None:
     """Build a tiny random Llama + tokenizer in OUT_DIR (offline; for trying the tools)."""
+    if hidden_size % 8:
+        raise TSOTrainError(f"--hidden-size {hidden_size}: must be a multiple of 8 (4 heads of an even size)")
     _quiet_start()
     from tso_train.tiny import build_tiny_causal_lm
 

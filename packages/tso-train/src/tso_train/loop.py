@@ -47,11 +47,11 @@ from tso_train.engine import (
     world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
+from tso_train.files import file_digest
 from tso_train.logprobs import SequenceLogps
 from tso_train.losses import PairLogps, make_loss
 from tso_train.metrics import StepAccumulator
 from tso_train.mlp import use_lean_mlp
-from tso_train.files import file_digest
 from tso_train.packing import enable_packing, resolve_packing
 from tso_train.progress import NullProgress
 from tso_train.resume import ResumePoint, open_run, prepare_run, run_fingerprint
