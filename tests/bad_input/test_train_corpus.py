@@ -219,7 +219,10 @@ def templates(tmp_path_factory, tiny_model_dir) -> Path:
 
 @pytest.fixture()
 def no_model_load(monkeypatch):
-    """A bad input must be refused before any model is loaded: loading one fails the test."""
+    """A bad input must be refused before any model is loaded: loading one fails the test. The
+    CLI quiets third-party libraries through environment variables: they are restored after."""
+    import os
+
     import tso_train.loop
     import tso_train.sft
 
@@ -228,6 +231,10 @@ def no_model_load(monkeypatch):
 
     monkeypatch.setattr(tso_train.loop, "load_causal_lm", refuse)
     monkeypatch.setattr(tso_train.sft, "load_causal_lm", refuse)
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_the_corpus_is_large_enough():

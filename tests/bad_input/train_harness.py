@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,21 +100,19 @@ SFT_RUN_FLAGS = ["--epochs", "1", "--global-batch", "4", "--micro-batch", "4", "
 
 
 def build_templates(root: Path, model: Path) -> Path:
-    """Good inputs and two real finished runs (fit and sft), made once per session."""
-    from click.testing import CliRunner
-
-    from tso_train.cli import cli
-
+    """Good inputs and two real finished runs (fit and sft), made once per session. The runs
+    train in their own processes: a fit in this one would leave its process group and its
+    RANK/MASTER_PORT variables behind for every later test's subprocesses."""
     root.mkdir(parents=True, exist_ok=True)
     write_snapshot(root / "snap.parquet", good_pairs())
     write_plain_pairs(root / "other.parquet", good_pairs(salt=" Please answer."))
     write_conversations(root / "sft.parquet")
-    runner = CliRunner()
     for command in (["fit", str(root / "snap.parquet"), "--model", str(model), "--out", str(root / "run"), *FIT_RUN_FLAGS],
                     ["sft", str(root / "sft.parquet"), "--model", str(model), "--out", str(root / "sft-run"),
                      *SFT_RUN_FLAGS]):
-        result = runner.invoke(cli, command)
-        assert result.exit_code == 0, result.output
+        proc = subprocess.run([sys.executable, "-m", "tso_train.cli", *command], env=TRAIN.env_for_subprocess(),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return root
 
 

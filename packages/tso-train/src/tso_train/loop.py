@@ -213,10 +213,10 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     """Run the whole fit; returns a summary. ``progress``: an optional sink (tso_train.progress)."""
     t_start = time.perf_counter()
     progress = progress or NullProgress()
-    ensure_distributed_env()
-    tune_cpu_allocator()
     out = Path(cfg.out)
     snapshot, fingerprint, resume_at = check_before_load(cfg, out)
+    ensure_distributed_env()  # after the checks: a refused command leaves the environment alone
+    tune_cpu_allocator()
 
     lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing)
     encoded = encode_pairs(tokenizer, snapshot.pairs, cfg.max_length, cfg.score_user_turns)

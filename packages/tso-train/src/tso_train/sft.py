@@ -155,10 +155,10 @@ def _encode(tokenizer, conversations: list[list[Message]], max_length: int | Non
 def sft(cfg: SFTConfig, progress=None) -> dict:
     t_start = time.perf_counter()
     progress = progress or NullProgress()
-    ensure_distributed_env()
-    tune_cpu_allocator()
     out = Path(cfg.out)
     conversations, fingerprint, resume_at = check_before_load(cfg, out)
+    ensure_distributed_env()  # after the checks: a refused command leaves the environment alone
+    tune_cpu_allocator()
     lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing)
     seqs, dropped = _encode(tokenizer, conversations, cfg.max_length)
     progress.note(f"{len(seqs)} conversations ({dropped} dropped: no assistant token within --max-length {cfg.max_length})")
