@@ -223,14 +223,16 @@ def no_model_load(monkeypatch):
     CLI quiets third-party libraries through environment variables: they are restored after."""
     import os
 
+    import tso_train.engine
     import tso_train.loop
     import tso_train.sft
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was refused")
 
-    monkeypatch.setattr(tso_train.loop, "load_causal_lm", refuse)
-    monkeypatch.setattr(tso_train.sft, "load_causal_lm", refuse)
+    monkeypatch.setattr(tso_train.engine, "load_causal_lm", refuse)
+    monkeypatch.setattr(tso_train.loop, "start_training_process", refuse)
+    monkeypatch.setattr(tso_train.sft, "start_training_process", refuse)
     saved = dict(os.environ)
     yield
     os.environ.clear()

@@ -214,6 +214,14 @@ def load_causal_lm(path: str, *, bf16: bool = False, gradient_checkpointing: boo
     return model, tokenizer
 
 
+def start_training_process(cfg: object):
+    """Once every check has passed (a refused command leaves the process alone): the process
+    group's environment, the CPU allocator, then the model and tokenizer of ``cfg.model``."""
+    ensure_distributed_env()
+    tune_cpu_allocator()
+    return load_causal_lm(cfg.model, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing)
+
+
 def disable_dropout(model: nn.Module) -> None:
     """Dropout off everywhere: at a reference reset the log-ratio must be exactly 0."""
     for module in model.modules():

@@ -36,14 +36,12 @@ from tso_train.engine import (
     grad_norm_after_step,
     grad_norm_before_step,
     engine_options,
-    ensure_distributed_env,
     initialize,
-    load_causal_lm,
     peak_memory_bytes,
     rank,
     release_freed_memory,
     set_lr,
-    tune_cpu_allocator,
+    start_training_process,
     world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
@@ -215,10 +213,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     progress = progress or NullProgress()
     out = Path(cfg.out)
     snapshot, fingerprint, resume_at = check_before_load(cfg, out)
-    ensure_distributed_env()  # after the checks: a refused command leaves the environment alone
-    tune_cpu_allocator()
-
-    lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing)
+    lm, tokenizer = start_training_process(cfg)
     encoded = encode_pairs(tokenizer, snapshot.pairs, cfg.max_length, cfg.score_user_turns)
     pairs = encoded.pairs
     progress.note(f"{len(pairs)} pairs ({encoded.n_truncated} truncated to --max-length {cfg.max_length}, "

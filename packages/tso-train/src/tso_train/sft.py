@@ -31,22 +31,20 @@ from tso_train.engine import (
     check_model_reference,
     cosine_lr,
     engine_options,
-    ensure_distributed_env,
     grad_norm_after_step,
     grad_norm_before_step,
     initialize,
-    load_causal_lm,
     peak_memory_bytes,
     rank,
     release_freed_memory,
     set_lr,
-    tune_cpu_allocator,
+    start_training_process,
     world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
+from tso_train.files import file_digest
 from tso_train.logprobs import SequenceLogps
 from tso_train.mlp import use_lean_mlp
-from tso_train.files import file_digest
 from tso_train.packing import enable_packing, resolve_packing
 from tso_train.progress import NullProgress
 from tso_train.resume import ResumePoint, open_run, prepare_run, run_fingerprint
@@ -157,9 +155,7 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
     progress = progress or NullProgress()
     out = Path(cfg.out)
     conversations, fingerprint, resume_at = check_before_load(cfg, out)
-    ensure_distributed_env()  # after the checks: a refused command leaves the environment alone
-    tune_cpu_allocator()
-    lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing)
+    lm, tokenizer = start_training_process(cfg)
     seqs, dropped = _encode(tokenizer, conversations, cfg.max_length)
     progress.note(f"{len(seqs)} conversations ({dropped} dropped: no assistant token within --max-length {cfg.max_length})")
     if dropped and rank() == 0:
