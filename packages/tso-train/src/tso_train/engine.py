@@ -270,6 +270,21 @@ def _skip_shared_memory_comm_op() -> None:
         ds_comm_torch.build_shm_op = lambda: None
 
 
+def op_build_notice(opts: EngineOptions, on_gpu: bool) -> str | None:
+    """The line to show before DeepSpeed compiles an op this run needs and the environment's
+    cache lacks: its CPU Adam, with --offload on a GPU machine (on CPU no op is compiled).
+
+    >>> op_build_notice(EngineOptions(global_batch=8, micro_batch=4, lr=1e-6), on_gpu=False) is None
+    True
+    """
+    if not (on_gpu and opts.offload):
+        return None
+    cache = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if cache and (Path(cache) / "cpu_adam" / "cpu_adam.so").is_file():
+        return None
+    return "building DeepSpeed's CPU Adam op for --offload (once per environment; a minute or more)…"
+
+
 def initialize(module: nn.Module, opts: EngineOptions, *, weight_decay_module: nn.Module | None = None):
     """Start DeepSpeed on ``module``; returns the engine (its optimiser is engine.optimizer)."""
     ensure_distributed_env()
@@ -277,6 +292,9 @@ def initialize(module: nn.Module, opts: EngineOptions, *, weight_decay_module: n
     import deepspeed
 
     _skip_shared_memory_comm_op()
+    notice = op_build_notice(opts, torch.cuda.is_available())
+    if notice and rank() == 0:
+        print(notice, file=sys.stderr, flush=True)
 
     config = build_ds_config(opts)
     engine, _, _, _ = deepspeed.initialize(
