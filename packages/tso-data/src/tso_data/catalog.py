@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from tso_data.errors import CatalogLockedError, TSODataError
+from tso_data.errors import CatalogLockedError, TSODataError, one_line
 from tso_data.schema import CATALOG_SCHEMA_VERSION, TABLES, create_statements, key_of
 
 DB_FILE = "catalog.duckdb"
@@ -34,6 +34,7 @@ class Catalog:
     def __init__(self, root: str | os.PathLike[str], lock_timeout_s: float = 10.0) -> None:
         self.root = Path(root)
         self.lock_timeout_s = lock_timeout_s
+        self._schema_checked = False  # every table present: checked on the first connection
 
     @property
     def db_path(self) -> Path:
@@ -58,10 +59,21 @@ class Catalog:
     def init(cls, root: str | os.PathLike[str]) -> "Catalog":
         """Create the catalog directory and tables (idempotent)."""
         catalog = cls(root)
-        catalog.root.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(
-            str(catalog.db_path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
-        )
+        if catalog.root.exists() and not catalog.root.is_dir():
+            raise TSODataError(f"{catalog.root}: exists and is not a directory; choose another catalog path")
+        try:
+            catalog.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TSODataError(f"{catalog.root}: cannot create the catalog directory ({exc.strerror})") from None
+        try:
+            con = duckdb.connect(
+                str(catalog.db_path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
+            )
+        except duckdb.Error as exc:
+            raise TSODataError(
+                f"{catalog.db_path}: cannot open as a catalog database ({one_line(str(exc))}); "
+                "nothing was changed: move the file away or choose another directory"
+            ) from None
         try:
             con.execute("BEGIN")
             for stmt in create_statements():
@@ -124,10 +136,10 @@ class Catalog:
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.db_path), read_only=read_only)
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise TSODataError(f"{self.db_path}: cannot open: {exc}") from exc
+                con = duckdb.connect(str(self.db_path), read_only=read_only)
+            except duckdb.Error as exc:
+                if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
+                    raise TSODataError(f"{self.db_path}: cannot open the catalog database: {one_line(str(exc))}") from None
                 if time.monotonic() >= deadline:
                     raise CatalogLockedError(
                         f"{self.db_path}: catalog is locked by another process "
@@ -135,6 +147,15 @@ class Catalog:
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
+                continue
+            if not self._schema_checked:
+                try:
+                    check_tables(con, self.db_path)
+                except BaseException:
+                    con.close()
+                    raise
+                self._schema_checked = True
+            return con
 
     # -- convenience reads ---------------------------------------------------------------
 
@@ -146,6 +167,21 @@ class Catalog:
         with self.connect(read_only=True) as con:
             row = con.execute(sql, params or []).fetchone()
             return None if row is None else row[0]
+
+
+def check_tables(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
+    """Every table of the schema must be there: a table dropped by hand (``tso-data sql
+    --write "DROP TABLE ..."``) is named, with the way back, instead of failing later
+    inside some query."""
+    present = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_catalog = current_database()"
+    ).fetchall()}
+    missing = [t for t in TABLES if t not in present]
+    if missing:
+        raise TSODataError(
+            f"{db_path}: table(s) {', '.join(missing)} missing (dropped?); the catalog cannot be used "
+            f"as it is: `tso-data init {db_path.parent}` recreates them empty, or restore the file from a backup"
+        )
 
 
 def insert_new(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> int:

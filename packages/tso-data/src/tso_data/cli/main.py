@@ -6,9 +6,11 @@ from __future__ import annotations
 import sys
 
 import click
+import duckdb
 
 from tso_data import __version__
-from tso_data.errors import TSODataError
+from tso_data.errors import TSODataError, one_line
+from tso_data.redact import redact
 
 
 class TSOGroup(click.Group):
@@ -18,7 +20,10 @@ class TSOGroup(click.Group):
         try:
             return super().invoke(ctx)
         except TSODataError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(redact(str(exc)))}", err=True)
+            sys.exit(2)
+        except duckdb.Error as exc:  # a damaged catalog or a case no check foresaw: still one line
+            click.echo(f"error: catalog database: {one_line(redact(str(exc)))}", err=True)
             sys.exit(2)
 
 
