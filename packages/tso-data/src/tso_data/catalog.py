@@ -191,7 +191,7 @@ def insert_new(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> i
     Returns the number of rows inserted.
     """
     key = key_of(table)
-    columns = _columns(con, table)
+    columns = table_columns(con, table)
     cols = ", ".join(columns)
     con.execute(
         f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ({source_sql}) AS src "
@@ -203,7 +203,7 @@ def insert_new(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> i
 def replace_rows(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> int:
     """Upsert: rows of ``source_sql`` replace rows with the same key (judgment retries)."""
     key = key_of(table)
-    columns = _columns(con, table)
+    columns = table_columns(con, table)
     cols = ", ".join(columns)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _replace_src AS SELECT {cols} FROM ({source_sql})")
     con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _replace_src)")
@@ -213,7 +213,8 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) ->
     return n
 
 
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The columns of catalog table ``table``, in order."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
     rows = con.execute(

@@ -187,9 +187,25 @@ def write_round(catalog: Catalog, build: RoundBuild) -> RoundBuild:
         catalog.snapshots_dir(build.config.round),
     )
     build.snapshot_id, build.path, build.created = snapshot_id, path, created
+    try:
+        _record_snapshot(catalog, build, config_dict, n_rows)
+    except BaseException:
+        if created:  # no snapshot file without its row (the next build writes it again)
+            path.unlink(missing_ok=True)
+        raise
+    return build
+
+
+def _record_snapshot(catalog: Catalog, build: RoundBuild, config_dict: dict[str, Any], n_rows: int) -> None:
+    snapshot_id, path = build.snapshot_id, build.path
+    assert snapshot_id is not None and path is not None
     counts = build.result.counts
     with catalog.connect(read_only=False) as con:
         exists = con.execute("SELECT count(*) FROM snapshots WHERE snapshot_id = ?", [snapshot_id]).fetchone()
+        if exists and exists[0] and build.created:
+            build.result.warnings.append(
+                f"the file of snapshot {snapshot_id} was damaged (truncated, or not this snapshot) and was written again"
+            )
         if not exists or exists[0] == 0:
             con.execute(
                 "INSERT INTO snapshots (snapshot_id, round, path, schema_version, base_model, seed, tau, "
@@ -207,7 +223,6 @@ def write_round(catalog: Catalog, build: RoundBuild) -> RoundBuild:
                     }),
                 ],
             )
-    return build
 
 
 def _prompts_of(catalog: Catalog, build: RoundBuild) -> pl.DataFrame:
