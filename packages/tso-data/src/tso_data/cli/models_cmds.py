@@ -14,7 +14,7 @@ from tso_data.cli.ingest_cmds import open_catalog
 from tso_data.cli.options import catalog_option, json_option
 from tso_data.ingest.mapping import parse_pairs
 from tso_data.ingest.models import import_models
-from tso_data.matrix import add_model, list_models
+from tso_data.matrix import add_model, list_models, version_key
 
 
 @click.group("models")
@@ -54,7 +54,8 @@ def add_cmd(
         backend=backend, note=note, replace=replace, order=version_order,
     )
     size = f"{info.size_b:g}B" if info.size_b else "size unknown"
-    Console().print(f"model [bold]{info.name}[/]: {info.family} v{info.version} {size}")
+    version = info.version if str(info.version).lower().startswith("v") else f"v{info.version}"
+    Console().print(f"model [bold]{info.name}[/]: {info.family} {version} {size}")
 
 
 @models_group.command("import")
@@ -125,7 +126,7 @@ def render_matrix(rows: list[dict[str, object]], console: Console) -> None:
         sizes = sorted({r["size_b"] for r in members}, key=lambda s: (s is None, s or 0))
         versions = sorted(
             {(r["version_order"], r["version"]) for r in members},
-            key=lambda v: (v[0] is None, v[0] if v[0] is not None else 0, str(v[1])),
+            key=lambda v: (v[0] is None, version_key(v[1], v[0]) or (), str(v[1])),
         )
         table = Table(title=f"family [bold]{family}[/]", title_justify="left", show_lines=True)
         table.add_column("version \\ size")

@@ -31,6 +31,7 @@ from tso_data.ingest.mapping import (
     Field,
     resolve,
 )
+from tso_data.ingest.prompt_identity import check_external_ids, check_splits
 from tso_data.ingest.readers import SQL_TYPES, Source, check_value, open_source, qi
 from tso_data.ingest.report import FileReport, IngestReport
 
@@ -105,6 +106,7 @@ class IngestOptions:
     prompt_source: str | None = None  # restrict external-id lookups to prompts of this source
     scale: tuple[float, float] | None = DEFAULT_SCALE  # judgments outside it are not ok
     hf_split: str | None = None
+    rubric_scales: dict[str, tuple[float, float]] = field(default_factory=dict)  # feedback: per rubric file
 
 
 ProgressHook = Callable[[str, int | None, int | None], None]  # (stage, done, total)
@@ -136,6 +138,11 @@ def ingest_files(
         if kind not in ("responses",):
             raise TSODataError("--model applies to responses only (judgments and feedback: --set model=NAME)")
         options.constants["model"] = model
+    if kind == "feedback":
+        from tso_data.judge.rubrics import available_rubrics, rubric_dirs
+
+        rubrics = available_rubrics(rubric_dirs(catalog.root))
+        options.rubric_scales = {name: (r.scale_min, r.scale_max) for name, r in rubrics.items()}
     report = IngestReport()
     for raw in paths:
         file_report = ingest_file(catalog, kind, Path(raw), options, progress)
@@ -557,8 +564,11 @@ def _write_prompts(job: _FileJob) -> None:
         f"{ids.sql_hash('prompt', 'to_json(messages)')} AS prompt_id, {n_turns} AS n_turns FROM stage"
     )
     _patch_python_ids(con, "prompt_id", "messages", lambda m: ids.prompt_id(m))
-    # The same prompt twice in one file: the first row's labels win (not a conflict).
+    # The same prompt twice in one file: the first row's labels win (not a conflict), but
+    # its split and its (source, external id) must hold together (ingest.prompt_identity).
     con.execute("CREATE OR REPLACE TEMP TABLE firsts AS SELECT * FROM stage QUALIFY row_number() OVER (PARTITION BY prompt_id ORDER BY __row, __part) = 1")
+    check_splits(job)
+    check_external_ids(job)
     unique = job.count("firsts")
     job.report.duplicates = job.report.rows - unique
     job.insert(
@@ -599,7 +609,7 @@ def _write_responses(job: _FileJob) -> None:
     job.resolve_prompts()
     job.check_models(human_ok=False)
     job.check_turns(allow_empty=True)
-    job.fail_if("sample_index < 0", "sample_index", "must be >= 0")
+    job.fail_if("sample_index < 0 OR sample_index > 2147483647", "sample_index", "{value} is not an index from 0 to 2^31 - 1")
     sid = ids.sql_hash("response", "prompt_id", "model", "'ingested'", "CAST(coalesce(sample_index, 0) AS VARCHAR)")
     con.execute(f"CREATE OR REPLACE TEMP TABLE stage AS SELECT *, {sid} AS response_id FROM stage")
     hint = "; several samples per prompt and model need a sample_index column (--map sample_index=COLUMN)"
@@ -680,6 +690,7 @@ def _write_feedback(job: _FileJob) -> None:
         "CREATE OR REPLACE TEMP TABLE stage AS SELECT * EXCLUDE (rubric, split), coalesce(rubric, 'overall') AS rubric, "
         "coalesce(split, 'train') AS split FROM stage"
     )
+    _check_feedback_scale(job)
     keys = con.sql(
         "SELECT __row, __part, target_id, rubric, annotator, score, rationale FROM stage"
     ).to_arrow_table().to_pylist()
@@ -702,6 +713,27 @@ def _write_feedback(job: _FileJob) -> None:
         "now() AS added_at FROM firsts",
         job.count("firsts"),
     )
+
+
+def _check_feedback_scale(job: _FileJob) -> None:
+    """A corrected score lies on its rubric's scale: the rubric file's when there is one
+    (shipped or <catalog>/rubrics), else ``--scale``."""
+    scales = job.options.rubric_scales
+    job.con.register("rubric_scales", pa.table({
+        "rubric": pa.array(list(scales), pa.string()),
+        "lo": pa.array([lo for lo, _ in scales.values()], pa.float64()),
+        "hi": pa.array([hi for _, hi in scales.values()], pa.float64()),
+    }))
+    default = job.options.scale
+    lo, hi = (_literal(default[0]), _literal(default[1])) if default else ("NULL", "NULL")
+    low, high = f"coalesce(r.lo, {lo})", f"coalesce(r.hi, {hi})"
+    job.con.execute(
+        "CREATE OR REPLACE TEMP TABLE stage_bad AS SELECT s.__row, s.__part, s.score, "
+        f"format('{{:g}}-{{:g}} of rubric ''{{}}''', {low}, {high}, s.rubric) AS __extra "
+        f"FROM stage s LEFT JOIN rubric_scales r USING (rubric) WHERE s.score < {low} OR s.score > {high}"
+    )
+    job.con.unregister("rubric_scales")
+    job.fail_if("true", "score", "{value:g} is outside the scale {extra}", table="stage_bad")
 
 
 _WRITERS: dict[str, Callable[[_FileJob], None]] = {
