@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -28,6 +29,9 @@ DB_FILE = "catalog.duckdb"
 # Files readable by the stock `duckdb` CLI of the 1.5 line too (FACTS.md).
 STORAGE_COMPATIBILITY = "v1.5.0"
 HUMAN_SOURCE = "human"
+LOCK_POLL_MAX_S = 0.1  # longest sleep between two tries to open a locked catalog
+GENERATION_KEY = "write_generation"  # meta row: committed write transactions (read_generation)
+T = TypeVar("T")
 
 
 class Catalog:
@@ -124,6 +128,7 @@ class Catalog:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
+                bump_generation(con)
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
@@ -131,12 +136,14 @@ class Catalog:
         finally:
             con.close()
 
-    def _open_with_retry(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def retry_on_lock(self, open_: Callable[[], T]) -> T:
+        """``open_()`` (a connect or an ATTACH of the database), retried while another
+        process holds the lock, for up to ``lock_timeout_s``; then one clear error."""
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
             try:
-                con = duckdb.connect(str(self.db_path), read_only=read_only)
+                return open_()
             except duckdb.Error as exc:
                 if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
                     raise TSODataError(f"{self.db_path}: cannot open the catalog database: {one_line(str(exc))}") from None
@@ -146,16 +153,23 @@ class Catalog:
                         f"(waited {self.lock_timeout_s:.0f} s); retry when it finishes"
                     ) from exc
                 time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-                continue
-            if not self._schema_checked:
-                try:
-                    check_tables(con, self.db_path)
-                except BaseException:
-                    con.close()
-                    raise
-                self._schema_checked = True
-            return con
+                # short polls: a large ingest frees the lock between its chunks for ~0.15 s
+                delay = min(delay * 2, LOCK_POLL_MAX_S)
+
+    def check_schema_once(self, con: duckdb.DuckDBPyConnection) -> None:
+        """:func:`check_tables` on the first connection of this Catalog object."""
+        if not self._schema_checked:
+            check_tables(con, self.db_path)
+            self._schema_checked = True
+
+    def _open_with_retry(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        con = self.retry_on_lock(lambda: duckdb.connect(str(self.db_path), read_only=read_only))
+        try:
+            self.check_schema_once(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     # -- convenience reads ---------------------------------------------------------------
 
@@ -167,6 +181,23 @@ class Catalog:
         with self.connect(read_only=True) as con:
             row = con.execute(sql, params or []).fetchone()
             return None if row is None else row[0]
+
+
+def read_generation(con: duckdb.DuckDBPyConnection) -> int:
+    """How many write transactions the catalog has committed through :meth:`Catalog.connect`
+    (and staged writes): a writer that checked the catalog earlier compares it to know
+    whether its checks still hold."""
+    rows = con.execute("SELECT max(CAST(value AS BIGINT)) FROM meta WHERE key = ?", [GENERATION_KEY]).fetchall()
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+def bump_generation(con: duckdb.DuckDBPyConnection) -> None:
+    """Count one more committed write (inside the writer's transaction)."""
+    con.execute(
+        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) WHERE key = ?", [GENERATION_KEY]
+    )
+    if _changes(con) == 0:
+        con.execute("INSERT INTO meta VALUES (?, '1')", [GENERATION_KEY])
 
 
 def check_tables(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from tso_data import ids
-from tso_data.catalog import HUMAN_SOURCE, Catalog, insert_new
+from tso_data.catalog import HUMAN_SOURCE, Catalog, table_columns
 from tso_data.errors import TSODataError, located
 from tso_data.ingest.mapping import (
     INT,
@@ -34,6 +34,8 @@ from tso_data.ingest.mapping import (
 from tso_data.ingest.prompt_identity import check_external_ids, check_splits
 from tso_data.ingest.readers import SQL_TYPES, Source, check_value, open_source, qi
 from tso_data.ingest.report import FileReport, IngestReport
+from tso_data.schema import key_of
+from tso_data.staged_write import StagedWrite, write_in_chunks
 
 KINDS = ("prompts", "answers", "responses", "judgments", "feedback")
 DEFAULT_SCALE = (1.0, 10.0)
@@ -164,17 +166,34 @@ def ingest_file(
     source = open_source(path, read_progress, options.hf_split)
     bindings = resolve(FIELDS[kind], source.columns, options.mapping, options.constants, kind=kind, path=path)
     report = FileReport(str(path), kind, source.format, notes=list(source.notes))
-    with catalog.connect(read_only=False) as con:
-        con.execute("SET enable_progress_bar = false")  # our own progress display owns the terminal
-        if progress is not None:
-            progress("check", None, None)
-        job = _FileJob(con, path, source, bindings, report, options)
-        job.stage()
+    if progress is not None:
+        progress("check", None, None)
+    # staged and checked beside readers; the write lock only for the INSERTs (staged_write)
+    with StagedWrite(catalog) as staged:
+        job = _checked_job(staged.con, kind, path, source, bindings, options, report)
         if progress is not None:
             progress("write", None, None)
-        _WRITERS[kind](job)
-    report.seconds = time.monotonic() - started
-    return report
+
+        def recheck() -> _FileJob:  # another writer committed meanwhile: check again, under the lock
+            fresh = FileReport(str(path), kind, source.format, notes=list(source.notes))
+            return _checked_job(staged.con, kind, path, source, bindings, options, fresh)
+
+        job, new = write_in_chunks(staged, job, recheck)
+    job.report.new = new
+    job.report.existing = job.report.rows - job.report.duplicates - new
+    job.report.seconds = time.monotonic() - started
+    return job.report
+
+
+def _checked_job(
+    con: duckdb.DuckDBPyConnection, kind: str, path: Path, source: Source, bindings: dict[str, Binding],
+    options: IngestOptions, report: FileReport,
+) -> "_FileJob":
+    """Stage the file and run every check of its kind; the rows are written by ``job.write()``."""
+    job = _FileJob(con, path, source, dict(bindings), report, options)
+    job.stage()
+    _WRITERS[kind](job)
+    return job
 
 
 class _FileJob:
@@ -195,6 +214,8 @@ class _FileJob:
         self.b = bindings
         self.report = report
         self.options = options
+        self.pending_rows = 0  # rows staged for the final INSERTs (stage_final)
+        self.final_table = ""
 
     # -- staging ----------------------------------------------------------------------
 
@@ -514,8 +535,33 @@ class _FileJob:
         return "SELECT * FROM stage"
 
     def insert(self, table: str, select_sql: str, unique: int) -> None:
-        self.report.new = insert_new(self.con, table, select_sql)
+        """Stage the rows of ``select_sql`` (the table's columns, unique keys) that ``table``
+        lacks as the file's final rows; :meth:`write_rows` inserts them."""
+        key = key_of(table)
+        self.stage_final(
+            table,
+            f"SELECT * FROM ({select_sql}) AS src WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = src.{key})",
+            unique,
+        )
+
+    def stage_final(self, table: str, new_rows_sql: str, unique: int) -> None:
+        """The rows to insert, numbered, read while the catalog is still only read: under
+        the write lock only the INSERTs run (:meth:`write_rows`)."""
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE final_rows AS SELECT *, row_number() OVER () - 1 AS __n FROM ({new_rows_sql})"
+        )
+        self.final_table = table
+        self.report.new = self.pending_rows = self.count("final_rows")
         self.report.existing = unique - self.report.new
+
+    def write_rows(self, start: int, stop: int) -> int:
+        """Insert final rows ``start <= __n < stop`` (inside the caller's write transaction)."""
+        cols = ", ".join(table_columns(self.con, self.final_table))
+        rows = self.con.execute(
+            f"INSERT INTO {self.final_table} ({cols}) SELECT {cols} FROM final_rows "
+            f"WHERE __n >= {int(start)} AND __n < {int(stop)}"
+        ).fetchall()
+        return int(rows[0][0]) if rows else 0
 
 
 # -- per-kind writers -------------------------------------------------------------------
@@ -618,18 +664,16 @@ def _write_responses(job: _FileJob) -> None:
         f"CREATE OR REPLACE TEMP TABLE new_rows AS SELECT * FROM ({unique_sql}) f "
         "WHERE NOT EXISTS (SELECT 1 FROM responses t WHERE t.response_id = f.response_id)"
     )
-    new = job.count("new_rows")
-    if new:
-        con.execute(
-            "INSERT INTO responses (response_id, prompt_id, model, sample_index, turns, sampling, backend, "
-            "prompt_tokens, completion_tokens, finish_reason, latency_s, created_at) "
-            "SELECT f.response_id, f.prompt_id, f.model, coalesce(f.sample_index, 0)::INTEGER, x.__turns, "
-            "'ingested', 'ingested', NULL, NULL, f.finish_reason, NULL, now() FROM new_rows f "
-            f"JOIN (SELECT __row AS __src_row, {job.light_exprs['turns']} AS __turns FROM src) x "
-            "ON x.__src_row = f.__row"
-        )
-    job.report.new = new
-    job.report.existing = job.report.rows - job.report.duplicates - new
+    # the texts are read from the file again only for the new rows
+    job.stage_final(
+        "responses",
+        "SELECT f.response_id, f.prompt_id, f.model, coalesce(f.sample_index, 0)::INTEGER AS sample_index, "
+        "x.__turns AS turns, 'ingested' AS sampling, 'ingested' AS backend, NULL::INTEGER AS prompt_tokens, "
+        "NULL::INTEGER AS completion_tokens, f.finish_reason, NULL::DOUBLE AS latency_s, now() AS created_at "
+        f"FROM new_rows f JOIN (SELECT __row AS __src_row, {job.light_exprs['turns']} AS __turns FROM src) x "
+        "ON x.__src_row = f.__row",
+        job.report.rows - job.report.duplicates,
+    )
 
 
 def _write_judgments(job: _FileJob) -> None:
