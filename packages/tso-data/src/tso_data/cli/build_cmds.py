@@ -37,6 +37,8 @@ def _weights(values: tuple[str, ...], flag: str) -> dict[str, float]:
             sep = ""
         if not sep or not name:
             raise TSODataError(f"{flag} {v!r}: expected NAME=WEIGHT, e.g. {flag} human=0.5")
+        if not math.isfinite(out[name]) or out[name] < 0:
+            raise TSODataError(f"{flag} {v!r}: a weight is a finite number >= 0")
     return out
 
 

@@ -22,6 +22,10 @@ class TSOGroup(click.Group):
         except TSODataError as exc:
             click.echo(f"error: {one_line(redact(str(exc)))}", err=True)
             sys.exit(2)
+        except click.UsageError as exc:  # a bad flag value, a missing option: one line, not the usage block
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            click.echo(f"error: {where}{one_line(exc.format_message())} (see --help)", err=True)
+            sys.exit(2)
         except duckdb.Error as exc:  # a damaged catalog or a case no check foresaw: still one line
             click.echo(f"error: catalog database: {one_line(redact(str(exc)))}", err=True)
             sys.exit(2)

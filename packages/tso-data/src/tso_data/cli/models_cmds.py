@@ -12,6 +12,7 @@ from rich.table import Table
 from tso_data.catalog import Catalog
 from tso_data.cli.ingest_cmds import open_catalog
 from tso_data.cli.options import catalog_option, json_option
+from tso_data.errors import TSODataError
 from tso_data.ingest.mapping import parse_pairs
 from tso_data.ingest.models import import_models
 from tso_data.matrix import add_model, list_models, version_key
@@ -47,7 +48,7 @@ def add_cmd(
       tso-data models add gpt-x --family api --version 2024-06-01 --endpoint https://api.example/v1
     """
     if path and endpoint:
-        raise click.UsageError("give --path or --endpoint, not both")
+        raise TSODataError("give --path or --endpoint, not both")
     catalog = open_catalog(catalog_path)
     info = add_model(
         catalog, name, family=family, version=version, size_b=size_b, path=path, endpoint=endpoint,

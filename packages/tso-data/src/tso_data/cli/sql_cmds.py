@@ -36,7 +36,7 @@ def sql_cmd(query: str, catalog_path: str, as_json: bool, as_csv: bool, write: b
       tso-data sql "DELETE FROM judgments WHERE judge = 'old'" --write
     """
     if as_json and as_csv:
-        raise click.UsageError("give --json or --csv, not both")
+        raise TSODataError("give --json or --csv, not both")
     catalog = open_catalog(catalog_path)
     try:
         with catalog.connect(read_only=not write) as con:

@@ -410,11 +410,10 @@ def merge_generated(catalog: Catalog, clear_failures: bool = True, attempts: int
             added += merge_shards(catalog, "responses")
             if merge_shards(catalog, "failures", replace=True) == 0 and not clear_failures:
                 return added, time.monotonic() - started, False
-            with catalog.connect(read_only=False) as con:
-                con.execute(
-                    "DELETE FROM failures WHERE task = 'generate' AND failure_id IN "
-                    "(SELECT response_id FROM responses)"
-                )
+            resolved = "FROM failures WHERE task = 'generate' AND failure_id IN (SELECT response_id FROM responses)"
+            if catalog.scalar(f"SELECT count(*) {resolved}"):  # no write (no lock) when none is
+                with catalog.connect(read_only=False) as con:
+                    con.execute(f"DELETE {resolved}")
             return added, time.monotonic() - started, False
         except CatalogLockedError:
             return added, time.monotonic() - started, True
