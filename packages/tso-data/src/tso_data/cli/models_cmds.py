@@ -27,8 +27,9 @@ def models_group() -> None:
 @click.argument("name")
 @catalog_option
 @click.option("--family", required=True, help="Model family, e.g. acme.")
-@click.option("--version", required=True, help="An integer (2, v2) or a release date (2024-06-01).")
-@click.option("--version-order", type=int, help="Explicit order key for versions like 'chat' or 'v1.3'.")
+@click.option("--version", required=True,
+              help="An integer (2, v2), a dotted version (3.1, v1.3; ordered numerically) or a release date (2024-06-01).")
+@click.option("--version-order", type=int, help="Explicit order key for versions like 'chat' or 'beta'.")
 @click.option("--size-b", type=float, help="Parameters in billions; leave out when unknown (API models).")
 @click.option("--path", help="Local weights directory (transformers / vllm backends).")
 @click.option("--endpoint", help="OpenAI-compatible base URL (openai backend).")
@@ -70,9 +71,9 @@ def import_cmd(file: str, catalog_path: str, maps: tuple[str, ...], sets: tuple[
     """Register every model of FILE (JSONL/CSV/Parquet) in one transaction.
 
     Columns: name (or model, model_id), family, version (or model_version), version_order,
-    size_b (or size), path, endpoint, backend, note. Versions that are neither integers
-    nor dates and have no version_order stay off the version axis; no size_b = off the
-    size axis.
+    size_b (or size), path, endpoint, backend, note. Versions that are neither integers,
+    dotted versions (3.1) nor dates and have no version_order stay off the version axis;
+    no size_b = off the size axis.
     """
     catalog = open_catalog(catalog_path)
     result = import_models(catalog, file, mapping=parse_pairs(maps, "--map"), constants=parse_pairs(sets, "--set"), replace=replace)
@@ -84,7 +85,7 @@ def import_cmd(file: str, catalog_path: str, maps: tuple[str, ...], sets: tuple[
         f"{file}: {len(result.added)} added, {len(result.replaced)} replaced, {len(result.unchanged)} unchanged"
     )
     if result.unordered:
-        console.print(f"  [dim]off the version axis (version not an integer/date):[/] {', '.join(result.unordered)}")
+        console.print(f"  [dim]off the version axis (version not an integer, dotted version or date):[/] {', '.join(result.unordered)}")
     if result.unsized:
         console.print(f"  [dim]off the size axis (no size_b):[/] {', '.join(result.unsized)}")
 
