@@ -14,7 +14,7 @@ import argparse
 import subprocess
 import sys
 
-AREAS = ("ingest", "generate", "judge", "build", "train")
+AREAS = ("ingest", "generate", "judge", "build", "train", "eval")
 
 
 def main(argv: list[str] | None = None) -> int:

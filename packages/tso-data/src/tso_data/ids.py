@@ -74,6 +74,14 @@ def judgment_id(target_id: str, judge: str, rubric: str, rubric_version: str, ke
     return content_hash("judgment", target_id, judge, rubric, rubric_version, key)
 
 
+def verdict_id(target_1: str, target_2: str, judge: str, rubric: str, rubric_version: str,
+               shown_first: int | None, sample_index: int) -> str:
+    """A pairwise verdict: the two answers (in stored order: 1 = the baseline), the judge and
+    its pairwise prompt, which answer was shown first (None = unknown) and the sample index."""
+    return content_hash("verdict", target_1, target_2, judge, rubric, rubric_version,
+                        str(shown_first or 0), str(sample_index))
+
+
 def feedback_id(target_id: str, rubric: str, annotator: str, score: float, rationale: str) -> str:
     return content_hash("feedback", target_id, rubric, annotator, repr(float(score)), rationale)
 

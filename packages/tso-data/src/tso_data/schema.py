@@ -100,6 +100,30 @@ TABLES: dict[str, tuple[str, str]] = {
         CHECK ((status = 'ok') = (score IS NOT NULL))
         """,
     ),
+    "verdicts": (
+        "verdict_id",
+        """
+        verdict_id VARCHAR NOT NULL,    -- hash(target_1, target_2, judge, rubric, rubric_version, shown_first, sample_index)
+        prompt_id VARCHAR NOT NULL,
+        source_1 VARCHAR NOT NULL,      -- answer 1's source: the baseline (AlpacaEval's generator_1)
+        target_1 VARCHAR NOT NULL,      -- its responses.response_id or answers.answer_id
+        source_2 VARCHAR NOT NULL,      -- answer 2's source: the compared model (generator_2)
+        target_2 VARCHAR NOT NULL,
+        judge VARCHAR NOT NULL,         -- judge model name, or a label for ingested verdicts
+        judge_version VARCHAR,
+        rubric VARCHAR NOT NULL,        -- the pairwise prompt's name, e.g. 'pairwise'
+        rubric_version VARCHAR NOT NULL,
+        shown_first SMALLINT,           -- 1 or 2: the answer the judge saw as "A"; NULL = unknown (ingested)
+        sample_index INTEGER NOT NULL,
+        raw_text VARCHAR,               -- the judge's full output (kept for re-parsing)
+        preference DOUBLE,              -- [1, 2]: 1 = answer 1 better, 2 = answer 2 better, 1.5 = tie; NULL unless ok
+        status VARCHAR NOT NULL,        -- 'ok' | 'unparsed' | 'error'
+        attempts INTEGER NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        CHECK ((status = 'ok') = (preference IS NOT NULL)),
+        CHECK (preference IS NULL OR preference BETWEEN 1 AND 2)
+        """,
+    ),
     "feedback": (
         "feedback_id",
         """

@@ -58,7 +58,7 @@ def _parse_scale(text: str) -> tuple[float, float] | None:
     "ingest",
     epilog=_fields_epilog(),
 )
-@click.argument("kind", type=click.Choice(KINDS))
+@click.argument("kind", type=click.Choice((*KINDS, "verdicts")))
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @catalog_option
 @click.option("--model", "-m", help="Model name for every row (responses); must be registered.")
@@ -91,8 +91,14 @@ def ingest_cmd(
       tso-data ingest judgments reviews.jsonl --map model=model_1,model_2 \\
           --map score=score_1,score_2 --set judge=gpt-4
       tso-data ingest feedback fixes.csv --set annotator=human:ana --set split=heldout
+      tso-data ingest verdicts annotations.json    # AlpacaEval annotations / FastChat *_pair.jsonl
     """
     catalog = open_catalog(catalog_path)
+    if kind == "verdicts":  # pairwise annotations: `tso-data eval`'s table (tso_data.eval.ingest)
+        from tso_data.cli.eval_cmds import ingest_verdicts
+
+        ingest_verdicts(catalog, files, parse_pairs(sets, "--set"), prompt_source, as_json)
+        return
     console = Console(stderr=as_json)
     mapping = parse_pairs(maps, "--map")
     constants = parse_pairs(sets, "--set")

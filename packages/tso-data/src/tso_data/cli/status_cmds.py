@@ -21,8 +21,9 @@ from tso_data.shards import pending_shards
 def collect_status(catalog: Catalog, round_: int | None, base: str | None) -> dict[str, Any]:
     counts = {}
     with catalog.connect(read_only=True) as con:
+        present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         for table in TABLES:
-            if table == "meta":
+            if table == "meta" or table not in present:  # a catalog older than the table (e.g. verdicts)
                 continue
             counts[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         split = dict(con.execute("SELECT split, count(*) FROM prompts GROUP BY split").fetchall())
