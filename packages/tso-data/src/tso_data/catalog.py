@@ -30,6 +30,8 @@ DB_FILE = "catalog.duckdb"
 STORAGE_COMPATIBILITY = "v1.5.0"
 HUMAN_SOURCE = "human"
 LOCK_POLL_MAX_S = 0.1  # longest sleep between two tries to open a locked catalog
+# tables newer than some catalogs, created by the first command that needs them
+ON_DEMAND_TABLES = frozenset({"verdicts"})
 GENERATION_KEY = "write_generation"  # meta row: committed write transactions (read_generation)
 T = TypeVar("T")
 
@@ -207,7 +209,7 @@ def check_tables(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
     present = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_catalog = current_database()"
     ).fetchall()}
-    missing = [t for t in TABLES if t not in present]
+    missing = [t for t in TABLES if t not in present and t not in ON_DEMAND_TABLES]
     if missing:
         raise TSODataError(
             f"{db_path}: table(s) {', '.join(missing)} missing (dropped?); the catalog cannot be used "
