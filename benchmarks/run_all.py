@@ -14,7 +14,7 @@ import argparse
 import subprocess
 import sys
 
-AREAS = ("ingest", "generate", "judge", "build", "train", "eval")
+AREAS = ("ingest", "generate", "judge", "build", "train", "train_process", "eval")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,7 @@ def test_accepts_a_plain_trl_preference_file(tmp_path, th):
     table = pa.table({c: pa.array([PAIR[c]], type=th.MESSAGES) for c in ("prompt", "chosen", "rejected")})
     pq.write_table(table, tmp_path / "trl.parquet")
     snap = read_snapshot(tmp_path / "trl.parquet")
-    assert not snap.is_tso and snap.pairs[0].pair_id == "0"
+    assert not snap.is_tso and snap.pairs[0].pair_id == "1"
 
 
 @pytest.mark.parametrize(
@@ -47,9 +47,9 @@ def test_accepts_a_plain_trl_preference_file(tmp_path, th):
     [
         (lambda p, th: th.write_snapshot(p, [PAIR], version="2"), "schema version '2'"),
         (lambda p, th: th.write_snapshot(p, [PAIR], drop=("kind", "round")), "missing column(s) kind, round"),
-        (lambda p, th: th.write_snapshot(p, [{**PAIR, "prompt": [A("hi")]}]), "row 0: field 'prompt'"),
-        (lambda p, th: th.write_snapshot(p, [{**PAIR, "chosen": [U("hi")]}]), "row 0: field 'chosen': must start with the assistant"),
-        (lambda p, th: th.write_snapshot(p, [{**PAIR, "rejected": []}]), "row 0: field 'rejected': empty"),
+        (lambda p, th: th.write_snapshot(p, [{**PAIR, "prompt": [A("hi")]}]), "row 1: field 'prompt'"),
+        (lambda p, th: th.write_snapshot(p, [{**PAIR, "chosen": [U("hi")]}]), "row 1: field 'chosen': must start with the assistant"),
+        (lambda p, th: th.write_snapshot(p, [{**PAIR, "rejected": []}]), "row 1: field 'rejected': empty"),
         (lambda p, th: p.write_text("not parquet") and p, "not a Parquet file"),
         (lambda p, th: pq.write_table(pa.table({"prompt": ["q"], "chosen": ["a"], "rejected": ["b"]}), p) or p,
          "field 'prompt': type string is not list<struct<role, content>>"),

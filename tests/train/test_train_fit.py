@@ -135,21 +135,29 @@ def test_bad_inputs(tmp_path, hh_snapshot, hh_model_dir, th):
         run_fit(tmp_path, hh_snapshot, hh_model_dir, "d", resume=True)
 
 
-def test_nan_loss_stops_with_last_checkpoint_intact(tmp_path, hh_snapshot, hh_model_dir):
+def test_nan_loss_stops_and_says_what_a_resume_would_find(tmp_path, hh_snapshot, hh_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    rows, summary = run_fit(tmp_path, hh_snapshot, hh_model_dir, "ok", loss="dpo", parts=1, epochs=1, global_batch=16,
-                            micro_batch=8, save_every=1)
     broken = tmp_path / "broken"
     model = AutoModelForCausalLM.from_pretrained(hh_model_dir)
     with torch.no_grad():
         model.model.norm.weight.fill_(float("nan"))
     model.save_pretrained(broken)
     AutoTokenizer.from_pretrained(hh_model_dir).save_pretrained(broken)
-    with pytest.raises(NonFiniteLossError, match="non-finite loss .* step 1; stopped before the update"):
+    with pytest.raises(NonFiniteLossError, match="non-finite loss .* step 1; stopped before the update") as err:
         run_fit(tmp_path, hh_snapshot, broken, "nan", loss="dpo", parts=1, epochs=1, global_batch=16, micro_batch=8)
+    assert "no checkpoint was written yet" in str(err.value) and "intact" not in str(err.value)
     assert not (tmp_path / "nan" / "checkpoints").exists()
-    assert (Path(summary["out"]) / "checkpoints" / "latest").is_file()
+
+    # an update so large that step 2 is NaN: step 1's checkpoint is named, and it is whole
+    with pytest.raises(NonFiniteLossError, match="step 2; stopped before the update") as err:
+        run_fit(tmp_path, hh_snapshot, hh_model_dir, "explodes", loss="dpo", parts=1, epochs=1, global_batch=16,
+                micro_batch=8, lr=1e12, grad_clip=0.0, warmup_ratio=0.0, save_every=1)
+    checkpoint = tmp_path / "explodes" / "checkpoints" / "step-1"
+    assert f"the last checkpoint ({checkpoint}) is intact" in str(err.value)
+    from tso_train.checkpoint import verify_engine_state
+
+    assert verify_engine_state(tmp_path / "explodes").position["global_step"] == 1
 
 
 @pytest.mark.slow

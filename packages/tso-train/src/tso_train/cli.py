@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
 
 from tso_train import __version__
+from tso_train.console import quiet_third_party
 from tso_train.errors import TSOTrainError
 
 
 class TrainGroup(click.Group):
-    """Bad input (TSOTrainError) → one line `error: …` on stderr and exit status 2."""
+    """Bad input → one line `error: …` on stderr and exit status 2: a TSOTrainError, or a flag
+    click cannot parse (a command's usage text is one `--help` away)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -19,6 +22,26 @@ class TrainGroup(click.Group):
         except TSOTrainError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except click.UsageError as exc:
+            command = f"tso-train {exc.ctx.info_name}" if exc.ctx is not None and exc.ctx.parent is not None else "tso-train"
+            click.echo(f"error: {exc.format_message()} (see {command} --help)", err=True)
+            sys.exit(2)
+
+
+class MaxLength(click.ParamType):
+    """A whole number of tokens, or `none` for no limit (0 is not a way to say none)."""
+
+    name = "TOKENS|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "none":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number of tokens or 'none'", param, ctx)
 
 
 @click.group(cls=TrainGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,22 +53,34 @@ def cli() -> None:
 
 @cli.command("tiny-model")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--hidden-size", default=64, show_default=True)
-@click.option("--layers", default=2, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--hidden-size", type=click.IntRange(min=8), default=64, show_default=True, help="A multiple of 8 (4 heads).")
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True)
 def tiny_model_cmd(out_dir: str, hidden_size: int, layers: int, seed: int) -> None:
     """Build a tiny random Llama + tokenizer in OUT_DIR (offline; for trying the tools)."""
+    if hidden_size % 8:
+        raise TSOTrainError(f"--hidden-size {hidden_size}: must be a multiple of 8 (4 heads of an even size)")
+    _quiet_start()
     from tso_train.tiny import build_tiny_causal_lm
 
     path = build_tiny_causal_lm(out_dir, hidden_size=hidden_size, num_layers=layers, seed=seed)
     click.echo(f"tiny model saved to {path}")
 
 
+def _quiet_start() -> None:
+    """Before a command that loads torch, transformers or DeepSpeed: their noise off, and
+    DeepSpeed told the accelerator (its detection prints to stdout)."""
+    quiet_third_party()
+    from tso_train.engine import prepare_deepspeed_import
+
+    prepare_deepspeed_import()
+
+
 def _betas(value: str) -> tuple[float, float]:
     try:
         b1, b2 = (float(x) for x in value.split(","))
     except ValueError:
-        raise click.BadParameter("expected two numbers like 0.9,0.95") from None
+        raise TSOTrainError(f"--adam-betas {value}: must be two numbers in [0, 1), like 0.9,0.95") from None
     return b1, b2
 
 
@@ -57,8 +92,9 @@ def engine_options(f):
         click.option("--adam-betas", default="0.9,0.95", show_default=True),
         click.option("--adam-eps", default=1e-8, show_default=True),
         click.option("--warmup-ratio", default=0.1, show_default=True, help="Warm-up share of each part's steps (paper: unstated)."),
-        click.option("--grad-clip", default=1.0, show_default=True, help="Gradient-norm clip."),
-        click.option("--max-length", default=1024, show_default=True, help="Tokens per sequence; longer ones keep the prompt's end and the answer's start."),
+        click.option("--grad-clip", default=1.0, show_default=True, help="Gradient-norm clip (0: none)."),
+        click.option("--max-length", type=MaxLength(), default=1024, show_default=True,
+                     help="Tokens per sequence (or 'none': no limit); longer ones keep the prompt's end and the answer's start."),
         click.option("--zero", type=click.IntRange(0, 3), default=0, show_default=True, help="DeepSpeed ZeRO stage."),
         click.option("--offload", is_flag=True, help="ZeRO CPU offload of the optimiser (and parameters at stage 3)."),
         click.option("--bf16", is_flag=True, help="bfloat16 weights/activations (fp32 master weights in the optimiser)."),
@@ -101,8 +137,11 @@ Examples:
 @click.option("--global-batch", default=256, show_default=True, help="Pairs per optimiser step over all ranks.")
 @click.option("--lr", default=1e-6, show_default=True, help="Peak AdamW learning rate (warm-up, cosine to 0, restarted every part).")
 @click.option("--length-average", is_flag=True, help="Use length-averaged instead of summed sequence log-probs.")
+@click.option("--score-user-turns", is_flag=True,
+              help="Multi-turn pairs: also score the user turns inside chosen/rejected (TRL DPOTrainer's convention); "
+                   "by default only assistant turns are scored.")
 @engine_options
-def fit_cmd(snapshot: str, model: str, out: str, adam_betas: str, max_length: int, **kw) -> None:
+def fit_cmd(snapshot: str, model: str, out: str, adam_betas: str, max_length: int | None, **kw) -> None:
     """Mini-batch-iterative preference optimisation on a pair SNAPSHOT (Parquet).
 
     Shuffles the pairs with --seed, splits them into --parts equal parts and trains on one at a
@@ -110,20 +149,29 @@ def fit_cmd(snapshot: str, model: str, out: str, adam_betas: str, max_length: in
     part are computed once by the policy itself (no second model in memory). Defaults are the
     paper's (TSO, Appendix C.2).
     """
+    _quiet_start()
+    from tso_train.console import fit_summary
     from tso_train.loop import FitConfig, fit
+
+    cfg = FitConfig(snapshot=snapshot, model=model, out=out, adam_betas=_betas(adam_betas), max_length=max_length, **kw)
+    _run(fit, cfg, fit_summary, "fit")
+
+
+def _run(train, cfg, summary_line, description: str) -> None:
+    """Run `fit` or `sft` with a progress bar; rank 0 prints the one-line summary."""
+    from tso_train.engine import rank
     from tso_train.progress import RichProgress
 
-    cfg = FitConfig(snapshot=snapshot, model=model, out=out, adam_betas=_betas(adam_betas),
-                    max_length=max_length or None, **kw)
-    summary = fit(cfg, progress=RichProgress("fit"))
-    _done(summary)
-
-
-def _done(summary: dict) -> None:
-    from tso_train.engine import rank
-
+    progress = RichProgress(description)
+    try:
+        summary = train(cfg, progress=progress)
+    finally:
+        progress.stop()
     if rank() == 0:
-        click.echo(f"done: {summary['steps']} steps; policy in {summary['out']}/final")
+        click.echo(summary_line(summary))
+    # Python's final garbage collection walks every object torch, transformers and DeepSpeed
+    # created (1-2 s on 2 cores) and frees nothing a finished run needs: leave them to the OS.
+    gc.freeze()
 
 
 SFT_EPILOG = """\b
@@ -141,16 +189,16 @@ Examples:
 @click.option("--global-batch", default=32, show_default=True, help="Conversations per optimiser step over all ranks.")
 @click.option("--lr", default=1e-5, show_default=True)
 @engine_options
-def sft_cmd(data: str, model: str, out: str, adam_betas: str, max_length: int, **kw) -> None:
+def sft_cmd(data: str, model: str, out: str, adam_betas: str, max_length: int | None, **kw) -> None:
     """Supervised fine-tuning on conversations (DATA: Parquet or JSONL with a `messages` column of
     {role, content}); the loss is on assistant tokens only. Same engine as `fit` — used to correct
     the judge on the judge-SFT export."""
-    from tso_train.progress import RichProgress
+    _quiet_start()
+    from tso_train.console import sft_summary
     from tso_train.sft import SFTConfig, sft
 
-    cfg = SFTConfig(data=data, model=model, out=out, adam_betas=_betas(adam_betas), max_length=max_length or None, **kw)
-    summary = sft(cfg, progress=RichProgress("sft"))
-    _done(summary)
+    cfg = SFTConfig(data=data, model=model, out=out, adam_betas=_betas(adam_betas), max_length=max_length, **kw)
+    _run(sft, cfg, sft_summary, "sft")
 
 
 @cli.command("plot")
@@ -159,6 +207,7 @@ def sft_cmd(data: str, model: str, out: str, adam_betas: str, max_length: int, *
 def plot_cmd(run_dir: str, out: str | None) -> None:
     """PNGs of a run like the paper's Figures 3, 4 and 6: chosen/rejected rewards over steps and
     the gradient weight σ(−h), with the reference resets (part boundaries) marked."""
+    quiet_third_party()
     from tso_train.plot import plot_run
 
     for path in plot_run(run_dir, out):

@@ -71,11 +71,17 @@ def assistant_spans(tokenizer, messages: Sequence[Message]) -> tuple[str, list[t
     return text, spans
 
 
-def encode_conversation(tokenizer, messages: Sequence[Message]) -> EncodedSequence:
-    """Token ids of the rendered conversation and the mask of its assistant tokens."""
+def encode_conversation(tokenizer, messages: Sequence[Message], score_user_turns: bool = False) -> EncodedSequence:
+    """Token ids of the rendered conversation and the mask of its assistant tokens.
+
+    ``score_user_turns`` (TRL DPOTrainer's convention for multi-turn pairs): every token from the
+    first assistant answer to the end is scored, the user turns between answers included.
+    """
     if not getattr(tokenizer, "is_fast", False):
         raise TSOTrainError("tso-train needs a fast (Rust) tokenizer for offset mappings")
     text, spans = assistant_spans(tokenizer, messages)
+    if score_user_turns and spans:
+        spans = [(spans[0][0], len(text))]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = np.asarray(enc["input_ids"], dtype=np.int64)
     mask = np.zeros(len(ids), dtype=bool)
@@ -117,12 +123,13 @@ class EncodedPairs:
     n_dropped: int
 
 
-def encode_pairs(tokenizer, pairs: Sequence[PreferencePair], max_length: int | None) -> EncodedPairs:
+def encode_pairs(tokenizer, pairs: Sequence[PreferencePair], max_length: int | None,
+                 score_user_turns: bool = False) -> EncodedPairs:
     out: list[EncodedPair] = []
     truncated = dropped = 0
     for i, p in enumerate(pairs):
-        c = encode_conversation(tokenizer, p.prompt + p.chosen)
-        r = encode_conversation(tokenizer, p.prompt + p.rejected)
+        c = encode_conversation(tokenizer, p.prompt + p.chosen, score_user_turns)
+        r = encode_conversation(tokenizer, p.prompt + p.rejected, score_user_turns)
         if max_length is not None and max(len(c), len(r)) > max_length:
             cut = truncate_pair(c, r, max_length)
             if cut is None:

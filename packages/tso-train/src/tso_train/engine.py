@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,21 @@ def build_ds_config(opts: EngineOptions) -> dict[str, Any]:
     return config
 
 
-def load_causal_lm(path: str, *, bf16: bool = False):
+def check_model_reference(model: str) -> None:
+    """Before any load: a local path that cannot be a model is one line. A name that could be a
+    hub id (``org/name``) is left to the loader."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        raise TSOTrainError(f"--model {model}: not a transformers model directory (a file)")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise TSOTrainError(f"--model {model}: not a transformers model directory (no config.json)")
+        return
+    if model.startswith(("/", ".", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model:
+        raise TSOTrainError(f"--model {model}: not a transformers model directory (no such directory)")
+
+
+def load_causal_lm(path: str, *, bf16: bool = False, gradient_checkpointing: bool = False):
     """Load the tokenizer and a causal LM; a clear error when PATH is not one."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -194,7 +209,17 @@ def load_causal_lm(path: str, *, bf16: bool = False):
     if getattr(tokenizer, "chat_template", None) is None:
         raise TSOTrainError(f"--model {path}: the tokenizer has no chat template")
     disable_dropout(model)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, tokenizer
+
+
+def start_training_process(cfg: object):
+    """Once every check has passed (a refused command leaves the process alone): the process
+    group's environment, the CPU allocator, then the model and tokenizer of ``cfg.model``."""
+    ensure_distributed_env()
+    tune_cpu_allocator()
+    return load_causal_lm(cfg.model, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing)
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -217,10 +242,59 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def prepare_deepspeed_import() -> None:
+    """Before DeepSpeed is first imported: name the CPU accelerator on a machine without CUDA
+    (DeepSpeed's detection otherwise prints a warning to stdout), and keep DeepSpeed's compiled
+    ops per environment — a ``torch_extensions`` folder inside the virtual environment when it
+    is writable and the user has not set TORCH_EXTENSIONS_DIR. torch's default cache
+    (``~/.cache/torch_extensions``) is keyed by the Python version only, so two environments on
+    one machine rebuild each other's ops (55-146 s each time)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "TORCH_EXTENSIONS_DIR" not in os.environ and sys.prefix != sys.base_prefix and os.access(sys.prefix, os.W_OK):
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(sys.prefix) / "torch_extensions")
+
+
+def _skip_shared_memory_comm_op() -> None:
+    """DeepSpeed compiles a shared-memory communication op whenever it sets up its process
+    group on CPU (about a minute on a cold cache). Only its inference all-reduce (tensor-parallel
+    inference) uses the op; training's collectives go through torch.distributed. tso-train never
+    runs DeepSpeed inference, so the op is not built."""
+    import importlib
+
+    try:  # (`from deepspeed.comm import torch` would name the torch package deepspeed.comm imports)
+        ds_comm_torch = importlib.import_module("deepspeed.comm.torch")
+    except ImportError:  # pragma: no cover - another DeepSpeed layout: it builds the op as before
+        return
+    if hasattr(ds_comm_torch, "build_shm_op"):
+        ds_comm_torch.build_shm_op = lambda: None
+
+
+def op_build_notice(opts: EngineOptions, on_gpu: bool) -> str | None:
+    """The line to show before DeepSpeed compiles an op this run needs and the environment's
+    cache lacks: its CPU Adam, with --offload on a GPU machine (on CPU no op is compiled).
+
+    >>> op_build_notice(EngineOptions(global_batch=8, micro_batch=4, lr=1e-6), on_gpu=False) is None
+    True
+    """
+    if not (on_gpu and opts.offload):
+        return None
+    cache = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if cache and (Path(cache) / "cpu_adam" / "cpu_adam.so").is_file():
+        return None
+    return "building DeepSpeed's CPU Adam op for --offload (once per environment; a minute or more)…"
+
+
 def initialize(module: nn.Module, opts: EngineOptions, *, weight_decay_module: nn.Module | None = None):
     """Start DeepSpeed on ``module``; returns the engine (its optimiser is engine.optimizer)."""
     ensure_distributed_env()
+    prepare_deepspeed_import()
     import deepspeed
+
+    _skip_shared_memory_comm_op()
+    notice = op_build_notice(opts, torch.cuda.is_available())
+    if notice and rank() == 0:
+        print(notice, file=sys.stderr, flush=True)
 
     config = build_ds_config(opts)
     engine, _, _, _ = deepspeed.initialize(

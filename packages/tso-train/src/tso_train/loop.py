@@ -15,7 +15,6 @@ warning.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -30,28 +29,32 @@ from tso_train import checkpoint as ckpt
 from tso_train.data import EncodedPair, batch_tokens, collate_pairs, encode_pairs, pad_id_of, split_global_batch
 from tso_train.engine import (
     all_reduce_sum,
+    build_ds_config,
     check_batch_sizes,
+    check_model_reference,
     cosine_lr,
     grad_norm_after_step,
     grad_norm_before_step,
     engine_options,
-    ensure_distributed_env,
     initialize,
-    load_causal_lm,
     peak_memory_bytes,
     rank,
     release_freed_memory,
     set_lr,
-    tune_cpu_allocator,
+    start_training_process,
     world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
+from tso_train.files import file_digest
 from tso_train.logprobs import SequenceLogps
 from tso_train.losses import PairLogps, make_loss
-from tso_train.metrics import MetricsLog, StepAccumulator
+from tso_train.metrics import StepAccumulator
 from tso_train.mlp import use_lean_mlp
 from tso_train.packing import enable_packing, resolve_packing
-from tso_train.snapshot import read_snapshot
+from tso_train.progress import NullProgress
+from tso_train.resume import ResumePoint, open_run, prepare_run, run_fingerprint
+from tso_train.settings import check_fit_settings
+from tso_train.snapshot import Snapshot, read_snapshot
 
 
 @dataclass
@@ -85,6 +88,7 @@ class FitConfig:
     resume: bool = False
     save_every: int = 50
     length_average: bool = False
+    score_user_turns: bool = False  # TRL's multi-turn convention: user turns inside chosen/rejected are scored too
     packing: bool | None = None  # padding-free micro-batches; None: on CPU only (resolve_packing)
     # set by tests / the benchmark: called after every optimiser step with the metrics row
     on_step: Callable[[dict], None] | None = field(default=None, repr=False)
@@ -182,32 +186,38 @@ def reference_logps(engine, pairs: list[EncodedPair], indices: np.ndarray, batch
     return all_reduce_sum(ref)
 
 
-def _fingerprint(cfg: FitConfig, n_pairs: int, snapshot_id: str | None) -> dict:
-    keys = ("loss", "parts", "epochs", "global_batch", "micro_batch", "seed", "max_length", "length_average")
-    return {"snapshot_id": snapshot_id, "n_pairs": n_pairs, "world_size": world_size(), **{k: getattr(cfg, k) for k in keys}}
+# the loss parameters each loss reads (the others do not change its result)
+LOSS_PARAMETERS = {"dual-clip": ("gamma_w", "gamma_l"), "dpo": (), "ipo": ("ipo_tau",), "cdpo": ("cdpo_eps",)}
+
+
+def check_before_load(cfg: FitConfig, out: Path) -> tuple[Snapshot, dict, ResumePoint | None]:
+    """Every check that needs no model: flags, the snapshot, batch sizes, the DeepSpeed config,
+    the run directory and `--resume` (see tso_train.resume). Reads only."""
+    check_fit_settings(cfg)
+    check_model_reference(cfg.model)
+    snapshot = read_snapshot(cfg.snapshot)  # schema and columns first, before any model load
+    check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
+    if cfg.parts > len(snapshot.pairs):
+        raise TSOTrainError(f"--parts {cfg.parts} is more than the snapshot's {len(snapshot.pairs)} pair(s)")
+    build_ds_config(engine_options(cfg, cfg.global_batch))  # reads and checks a --deepspeed-config
+    extra = {"loss": cfg.loss, "beta": cfg.beta, **{k: getattr(cfg, k) for k in LOSS_PARAMETERS[cfg.loss]},
+             "parts": cfg.parts, "length_average": cfg.length_average, "score_user_turns": cfg.score_user_turns}
+    fingerprint = run_fingerprint(cfg, {"snapshot": snapshot.snapshot_id or file_digest(snapshot.path)},
+                                  resolve_packing(cfg.packing, torch.cuda.is_available()), world_size(), extra)
+    return snapshot, fingerprint, prepare_run(out, fingerprint, cfg.resume)
 
 
 def fit(cfg: FitConfig, progress=None) -> dict:
-    """Run the whole fit; returns a summary. ``progress`` is an optional ProgressSink."""
-    ensure_distributed_env()
-    tune_cpu_allocator()
+    """Run the whole fit; returns a summary. ``progress``: an optional sink (tso_train.progress)."""
+    t_start = time.perf_counter()
+    progress = progress or NullProgress()
     out = Path(cfg.out)
-    snapshot = read_snapshot(cfg.snapshot)  # schema and columns first, before any model load
-    check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
-    if cfg.loss not in ("dual-clip", "dpo", "ipo", "cdpo"):
-        raise TSOTrainError(f"--loss {cfg.loss}: choose dual-clip, dpo, ipo or cdpo")
-    if cfg.parts > len(snapshot.pairs):
-        raise TSOTrainError(f"--parts {cfg.parts} is more than the snapshot's {len(snapshot.pairs)} pair(s)")
-    if cfg.resume and not ckpt.has_engine_state(out):
-        raise TSOTrainError(f"--resume: no checkpoint under {out / ckpt.CHECKPOINT_DIR}")
-    if not cfg.resume and ckpt.has_engine_state(out):
-        raise TSOTrainError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-
-    lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16)
-    if cfg.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    encoded = encode_pairs(tokenizer, snapshot.pairs, cfg.max_length)
+    snapshot, fingerprint, resume_at = check_before_load(cfg, out)
+    lm, tokenizer = start_training_process(cfg)
+    encoded = encode_pairs(tokenizer, snapshot.pairs, cfg.max_length, cfg.score_user_turns)
     pairs = encoded.pairs
+    progress.note(f"{len(pairs)} pairs ({encoded.n_truncated} truncated to --max-length {cfg.max_length}, "
+                  f"{encoded.n_dropped} dropped)")
     if encoded.n_dropped and rank() == 0:
         warnings.warn(f"dropped {encoded.n_dropped} pair(s) with no answer token left after truncation", stacklevel=2)
     parts = split_parts(len(pairs), cfg.parts, cfg.seed)
@@ -216,7 +226,6 @@ def fit(cfg: FitConfig, progress=None) -> dict:
                         ipo_tau=cfg.ipo_tau, cdpo_eps=cfg.cdpo_eps)
     pad_id = pad_id_of(tokenizer)
 
-    fingerprint = _fingerprint(cfg, len(pairs), snapshot.snapshot_id)
     # A clamped global batch (tiny parts) is the same for every part: parts differ by at most one
     # pair, so take the smallest plan's batch and re-plan the others with it.
     gb0 = min(p.global_batch for p in plans)
@@ -227,29 +236,19 @@ def fit(cfg: FitConfig, progress=None) -> dict:
         use_lean_mlp(lm)
     gas = gb0 // (cfg.micro_batch * world_size())
 
-    out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(out / "metrics.jsonl", enabled=rank() == 0)
+    log, state = open_run(engine, out, fingerprint, resume_at, {
+        **{k: v for k, v in asdict(cfg).items() if k not in ("on_step", "resume")},
+        "n_pairs": len(pairs), "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped,
+        "part_sizes": [len(p) for p in parts], "global_batch_used": gb0,
+        "steps_per_part": [p.total_steps for p in plans], "world_size": world_size(),
+        "snapshot_id": snapshot.snapshot_id,
+    })
     start = {"part": 0, "epoch": 0, "step": 0, "global_step": 0, "ref": None}
-    if cfg.resume:
-        state = ckpt.load_engine_state(engine, out)
-        if state.get("fingerprint") != fingerprint:
-            raise TSOTrainError(f"--resume: {out} was trained with other settings {state.get('fingerprint')}")
+    if state is not None:
         start = {k: state[k] for k in start}
-        log.truncate_after(start["global_step"])
-    else:
-        log.reset()
-    if rank() == 0:
-        (out / "run.json").write_text(json.dumps({
-            **{k: v for k, v in asdict(cfg).items() if k != "on_step"},
-            "n_pairs": len(pairs), "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped,
-            "part_sizes": [len(p) for p in parts], "global_batch_used": gb0,
-            "steps_per_part": [p.total_steps for p in plans], "world_size": world_size(),
-            "snapshot_id": snapshot.snapshot_id,
-        }, indent=2))
 
     total_steps = sum(p.total_steps for p in plans)
-    if progress is not None:
-        progress.start(total_steps, done=start["global_step"])
+    progress.start(total_steps, done=start["global_step"])
     global_step = start["global_step"]
     device = _device(engine)
     last_row: dict = {}
@@ -261,8 +260,10 @@ def fit(cfg: FitConfig, progress=None) -> dict:
         if resuming_here:
             ref = torch.as_tensor(start["ref"], dtype=torch.float64)
         else:
+            progress.phase(f"part {part + 1}/{cfg.parts}: reference log-probs of {len(parts[part])} pairs")
             ref = reference_logps(engine, pairs, parts[part], cfg.micro_batch, pad_id, len(pairs), packed)
             release_freed_memory()
+        progress.phase(f"part {part + 1}/{cfg.parts}: training")
         first_epoch = start["epoch"] if part == start["part"] else 0
         for epoch in range(first_epoch, cfg.epochs):
             order = epoch_order(parts[part], cfg.seed, part, epoch)
@@ -298,7 +299,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
                 if not math.isfinite(row["loss"]):
                     raise NonFiniteLossError(
                         f"non-finite loss ({row['loss']}) at part {part + 1}, step {global_step + 1}; "
-                        f"stopped before the update — the last checkpoint in {out / ckpt.CHECKPOINT_DIR} is intact"
+                        f"stopped before the update; {ckpt.describe_saved_state(out)}"
                     )
                 norm_before = grad_norm_before_step(engine)
                 engine.step()
@@ -315,8 +316,7 @@ def fit(cfg: FitConfig, progress=None) -> dict:
                 last_row = row
                 if cfg.on_step is not None:
                     cfg.on_step(row)
-                if progress is not None:
-                    progress.update(row)
+                progress.update(row)
                 next_pos = _next_position(part, epoch, step, plan, cfg)
                 if cfg.save_every and global_step % cfg.save_every == 0 and next_pos[0] == part:
                     ckpt.save_engine_state(engine, out, f"step-{global_step}", {
@@ -331,10 +331,9 @@ def fit(cfg: FitConfig, progress=None) -> dict:
             "global_step": global_step, "ref": None,
         })
         ckpt.point_final(out, name)
-    if progress is not None:
-        progress.stop()
+    progress.stop()
     return {"out": str(out), "steps": global_step, "last": last_row, "n_pairs": len(pairs), "train_seconds": train_seconds,
-            "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped}
+            "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped, "seconds": time.perf_counter() - t_start}
 
 
 def _next_position(part: int, epoch: int, step: int, plan: PartPlan, cfg: FitConfig) -> tuple[int, int, int]:

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from tso_train.engine import all_reduce_sum
+from tso_train.errors import TSOTrainError
+from tso_train.files import atomic_write_text
 from tso_train.losses import LossOutput
 
 PAIR_METRICS = (
@@ -66,10 +68,11 @@ class MetricsLog:
         self.enabled = enabled
 
     def truncate_after(self, step: int) -> None:
+        """Keep the rows of steps ≤ ``step`` (checked by :func:`check_resumable`), atomically."""
         if not self.enabled or not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        rows, _ = parse_metrics(self.path, allow_torn_tail=True)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
 
     def reset(self) -> None:
         if self.enabled and self.path.exists():
@@ -83,8 +86,69 @@ class MetricsLog:
             f.flush()
 
 
+def parse_metrics(path: Path, *, allow_torn_tail: bool = False) -> tuple[list[dict], bool]:
+    """The rows of a metrics file and whether its last line was torn (cut short by a kill: no
+    newline and not JSON). Any other malformed line is an error naming the file and line; a torn
+    last line is one too unless ``allow_torn_tail``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TSOTrainError(f"{path}: cannot read ({exc})") from None
+    lines = text.split("\n")
+    rows: list[dict] = []
+    torn = False
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == len(lines) and allow_torn_tail:  # the last line, without its newline
+                torn = True
+                continue
+            raise TSOTrainError(f"{path}:{n}: not a JSON metrics row ({exc.msg})") from None
+        step = row.get("step") if isinstance(row, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            raise TSOTrainError(f"{path}:{n}: not a metrics row (no whole-number 'step')")
+        rows.append(row)
+    return rows, torn
+
+
+def check_resumable(path: Path, global_step: int) -> None:
+    """Before a resume from ``global_step``: the file holds the rows of steps 1..global_step in
+    order (rows past it, and a torn last line, are cut by the resume)."""
+    if global_step == 0 and not path.exists():
+        return
+    if not path.exists():
+        raise TSOTrainError(f"{path}: missing, but the checkpoint is at step {global_step}; cannot resume")
+    rows, _ = parse_metrics(path, allow_torn_tail=True)
+    steps = [r["step"] for r in rows if r["step"] <= global_step]
+    if steps != list(range(1, global_step + 1)):
+        raise TSOTrainError(f"{path}: holds steps {_ranges(steps)}, but the checkpoint is at step {global_step} "
+                            f"(steps 1-{global_step} expected); cannot resume")
+
+
+def _ranges(steps: list[int]) -> str:
+    """
+    >>> _ranges([1, 2, 3, 5, 7, 8])
+    '1-3, 5, 7-8'
+    >>> _ranges([])
+    'none'
+    """
+    out: list[str] = []
+    for s in steps:
+        if out and s == last + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{s}"
+        else:
+            out.append(str(s))
+        last = s
+    return ", ".join(out) or "none"
+
+
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """Every row of a metrics file; a malformed line is a one-line error (file:line)."""
+    return parse_metrics(path)[0]
 
 
 def live_line(row: dict) -> str:

@@ -1,4 +1,9 @@
-"""A rich progress bar with a live line of metrics under it (rank 0 only)."""
+"""A rich progress bar with a live line of metrics under it (rank 0 only).
+
+`fit` and `sft` report to an optional progress sink: ``start(total, done)``, ``phase(text)``
+(what runs now, e.g. a part's reference pass), ``note(text)`` (a line kept above the bar),
+``update(row)`` after each optimiser step and ``stop()``.
+"""
 
 from __future__ import annotations
 
@@ -36,12 +41,34 @@ class RichProgress:
         self.progress.start()
         self.task = self.progress.add_task(self.description, total=total, completed=done)
 
+    def phase(self, text: str) -> None:
+        if self.enabled and self.task is not None:
+            self.progress.update(self.task, description=f"{self.description} {text}")
+
+    def note(self, text: str) -> None:
+        if self.enabled:
+            self.progress.console.print(text, highlight=False, markup=False)
+
     def update(self, row: dict) -> None:
         if self.enabled and self.task is not None:
-            desc = f"{self.description} part {row['part']}" if "part" in row else self.description
             self.progress.metrics_line = live_line(row)
-            self.progress.update(self.task, advance=1, description=desc)
+            self.progress.update(self.task, advance=1)
 
     def stop(self) -> None:
         if self.enabled and self.task is not None:
             self.progress.stop()
+            self.task = None
+
+
+class NullProgress:
+    """The sink of a library call that shows nothing."""
+
+    def start(self, total: int, done: int = 0) -> None: ...
+
+    def phase(self, text: str) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def update(self, row: dict) -> None: ...
+
+    def stop(self) -> None: ...

@@ -25,14 +25,30 @@ import torch
 from tso_train import checkpoint as ckpt
 from tso_train.data import EncodedSequence, batch_tokens, collate_sequences, encode_conversation, pad_id_of, split_global_batch
 from tso_train.engine import (
-    all_reduce_sum, check_batch_sizes, cosine_lr, engine_options, grad_norm_after_step, grad_norm_before_step, ensure_distributed_env, initialize,
-    load_causal_lm, peak_memory_bytes, rank, release_freed_memory, set_lr, tune_cpu_allocator, world_size,
+    all_reduce_sum,
+    build_ds_config,
+    check_batch_sizes,
+    check_model_reference,
+    cosine_lr,
+    engine_options,
+    grad_norm_after_step,
+    grad_norm_before_step,
+    initialize,
+    peak_memory_bytes,
+    rank,
+    release_freed_memory,
+    set_lr,
+    start_training_process,
+    world_size,
 )
 from tso_train.errors import NonFiniteLossError, TSOTrainError
+from tso_train.files import file_digest
 from tso_train.logprobs import SequenceLogps
-from tso_train.metrics import MetricsLog
 from tso_train.mlp import use_lean_mlp
 from tso_train.packing import enable_packing, resolve_packing
+from tso_train.progress import NullProgress
+from tso_train.resume import ResumePoint, open_run, prepare_run, run_fingerprint
+from tso_train.settings import check_engine_settings
 from tso_train.snapshot import _check_roles_sft, Message
 
 
@@ -64,22 +80,27 @@ class SFTConfig:
 
 
 def read_conversations(path: str | Path) -> list[list[Message]]:
-    """Conversations from Parquet or JSONL with a `messages` column; one-line errors on bad rows."""
+    """Conversations from Parquet or JSONL with a `messages` column; one-line errors naming the
+    row (Parquet, from 1) or line (JSONL, from 1)."""
     path = Path(path)
     if not path.is_file():
         raise TSOTrainError(f"{path}: no such file")
-    rows: list = []
+    rows: list[tuple[str, object]] = []  # (where, messages)
     if path.suffix in (".jsonl", ".json"):
-        for n, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TSOTrainError(f"{path}: cannot read ({exc})") from None
+        for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TSOTrainError(f"{path}:{n}: not JSON ({exc.msg})") from None
-            if "messages" not in obj:
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise TSOTrainError(f"{path}:{n}: not JSON ({getattr(exc, 'msg', 'nested too deeply')})") from None
+            if not isinstance(obj, dict) or "messages" not in obj:
                 raise TSOTrainError(f"{path}:{n}: field 'messages': missing")
-            rows.append(obj["messages"])
+            rows.append((f"{path}:{n}", obj["messages"]))
     else:
         try:
             table = pq.read_table(path)
@@ -87,40 +108,56 @@ def read_conversations(path: str | Path) -> list[list[Message]]:
             raise TSOTrainError(f"{path}: not a Parquet file ({exc})") from None
         if "messages" not in table.column_names:
             raise TSOTrainError(f"{path}: missing column 'messages' (list<struct<role, content>>)")
-        rows = table.column("messages").to_pylist()
+        rows = [(f"{path}: row {i}", m) for i, m in enumerate(table.column("messages").to_pylist(), start=1)]
     conversations = []
-    for i, messages in enumerate(rows):
-        messages = [{"role": m.get("role"), "content": m.get("content")} for m in (messages or [])]
-        _check_roles_sft(path, i, messages)
+    for where, messages in rows:
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise TSOTrainError(f"{where}: field 'messages': not a list of {{role, content}} messages")
+        messages = [{"role": m.get("role"), "content": m.get("content")} for m in messages]
+        _check_roles_sft(where, messages)
         conversations.append(messages)
     if not conversations:
         raise TSOTrainError(f"{path}: no conversations")
     return conversations
 
 
-def sft(cfg: SFTConfig, progress=None) -> dict:
-    ensure_distributed_env()
-    tune_cpu_allocator()
-    out = Path(cfg.out)
+def check_before_load(cfg: SFTConfig, out: Path) -> tuple[list[list[Message]], dict, ResumePoint | None]:
+    """Every check that needs no model: flags, the data, batch sizes, the DeepSpeed config, the
+    run directory and `--resume` (see tso_train.resume). Reads only."""
+    check_engine_settings(cfg)
+    check_model_reference(cfg.model)
     conversations = read_conversations(cfg.data)
     check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
-    if cfg.resume and not ckpt.has_engine_state(out):
-        raise TSOTrainError(f"--resume: no checkpoint under {out / ckpt.CHECKPOINT_DIR}")
-    if not cfg.resume and ckpt.has_engine_state(out):
-        raise TSOTrainError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    lm, tokenizer = load_causal_lm(cfg.model, bf16=cfg.bf16)
-    if cfg.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    build_ds_config(engine_options(cfg, cfg.global_batch))  # reads and checks a --deepspeed-config
+    fingerprint = run_fingerprint(cfg, {"data": file_digest(Path(cfg.data))},
+                                  resolve_packing(cfg.packing, torch.cuda.is_available()), world_size())
+    return conversations, fingerprint, prepare_run(out, fingerprint, cfg.resume)
+
+
+def _encode(tokenizer, conversations: list[list[Message]], max_length: int | None) -> tuple[list[EncodedSequence], int]:
+    """Encoded conversations cut to ``max_length`` (keeping their start); those left with no
+    assistant token are dropped and counted."""
     seqs: list[EncodedSequence] = []
     dropped = 0
     for messages in conversations:
         s = encode_conversation(tokenizer, messages)
-        if cfg.max_length is not None and len(s) > cfg.max_length:
-            s = EncodedSequence(s.input_ids[: cfg.max_length], s.label_mask[: cfg.max_length])
+        if max_length is not None and len(s) > max_length:
+            s = EncodedSequence(s.input_ids[:max_length], s.label_mask[:max_length])
         if not s.label_mask[1:].any():
             dropped += 1
             continue
         seqs.append(s)
+    return seqs, dropped
+
+
+def sft(cfg: SFTConfig, progress=None) -> dict:
+    t_start = time.perf_counter()
+    progress = progress or NullProgress()
+    out = Path(cfg.out)
+    conversations, fingerprint, resume_at = check_before_load(cfg, out)
+    lm, tokenizer = start_training_process(cfg)
+    seqs, dropped = _encode(tokenizer, conversations, cfg.max_length)
+    progress.note(f"{len(seqs)} conversations ({dropped} dropped: no assistant token within --max-length {cfg.max_length})")
     if dropped and rank() == 0:
         warnings.warn(f"dropped {dropped} conversation(s) with no assistant token within --max-length", stacklevel=2)
     unit = cfg.micro_batch * world_size()
@@ -141,25 +178,14 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
         use_lean_mlp(lm)
     device = next(engine.module.parameters()).device
     pad_id = pad_id_of(tokenizer)
-    fingerprint = {"n": len(seqs), "global_batch": gb, "micro_batch": cfg.micro_batch, "seed": cfg.seed,
-                   "epochs": cfg.epochs, "world_size": world_size()}
-    out.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(out / "metrics.jsonl", enabled=rank() == 0)
+    log, state = open_run(engine, out, fingerprint, resume_at, {
+        **{k: v for k, v in asdict(cfg).items() if k not in ("on_step", "resume")},
+        "n_conversations": len(seqs), "n_dropped": dropped, "global_batch_used": gb, "world_size": world_size()})
     start = {"epoch": 0, "step": 0, "global_step": 0}
-    if cfg.resume:
-        state = ckpt.load_engine_state(engine, out)
-        if state.get("fingerprint") != fingerprint:
-            raise TSOTrainError(f"--resume: {out} was trained with other settings")
+    if state is not None:
         start = {k: state[k] for k in start}
-        log.truncate_after(start["global_step"])
-    else:
-        log.reset()
-    if rank() == 0:
-        (out / "run.json").write_text(json.dumps({**{k: v for k, v in asdict(cfg).items() if k != "on_step"},
-                                                  "n_conversations": len(seqs), "n_dropped": dropped,
-                                                  "global_batch_used": gb}, indent=2))
-    if progress is not None:
-        progress.start(total, done=start["global_step"])
+    progress.start(total, done=start["global_step"])
+    progress.phase("training")
     global_step = start["global_step"]
     last: dict = {}
     for epoch in range(start["epoch"], cfg.epochs):
@@ -190,7 +216,8 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
             totals = all_reduce_sum(torch.tensor([float(nll_sum), float(n_tokens)], dtype=torch.float64))
             loss = float(totals[0]) / global_tokens
             if not math.isfinite(loss):
-                raise NonFiniteLossError(f"non-finite loss at step {global_step + 1}; stopped before the update")
+                raise NonFiniteLossError(f"non-finite loss ({loss}) at step {global_step + 1}; stopped before the update; "
+                                         f"{ckpt.describe_saved_state(out)}")
             norm_before = grad_norm_before_step(engine)
             engine.step()
             global_step += 1
@@ -203,13 +230,12 @@ def sft(cfg: SFTConfig, progress=None) -> dict:
             last = row
             if cfg.on_step is not None:
                 cfg.on_step(row)
-            if progress is not None:
-                progress.update(row)
+            progress.update(row)
             if cfg.save_every and global_step % cfg.save_every == 0 and global_step < total:
                 nxt = (epoch, step + 1) if step + 1 < steps_per_epoch else (epoch + 1, 0)
                 ckpt.save_engine_state(engine, out, f"step-{global_step}", {
-                    "fingerprint": fingerprint, "epoch": nxt[0], "step": nxt[1], "global_step": global_step})
+                    "fingerprint": fingerprint, "part": 0, "epoch": nxt[0], "step": nxt[1], "global_step": global_step})
     ckpt.save_hf_policy(engine, lm, tokenizer, out, "final", cfg.zero)
-    if progress is not None:
-        progress.stop()
-    return {"out": str(out), "steps": global_step, "last": last, "n": len(seqs), "n_dropped": dropped}
+    progress.stop()
+    return {"out": str(out), "steps": global_step, "last": last, "n": len(seqs), "n_dropped": dropped,
+            "seconds": time.perf_counter() - t_start}

@@ -7,9 +7,10 @@ Two kinds of file are accepted:
   columns ``pair_id``, ``prompt_id``, ``kind``, ``chosen_source``, ``rejected_source``,
   ``chosen_score``, ``rejected_score``, ``round``);
 * a **plain TRL conversational preference file** (no ``tso.*`` metadata): only ``prompt``,
-  ``chosen`` and ``rejected`` are required; pairs are then named by their row number.
+  ``chosen`` and ``rejected`` are required; pairs are then named by their row number (from 1).
 
-Anything else fails before any model is loaded, with one line naming the file, row and field.
+Anything else fails before any model is loaded, with one line naming the file, row (counted
+from 1) and field; so does a pair whose chosen equals its rejected, or a repeated ``pair_id``.
 ``prompt`` holds the conversation up to the first assistant turn (system/user messages);
 ``chosen``/``rejected`` hold the continuation, which starts with an assistant turn and may
 alternate with later user turns (multi-turn prompts). Only assistant tokens are trained.
@@ -127,19 +128,7 @@ def read_snapshot(path: str | Path) -> Snapshot:
             )
 
     columns = list(CONVERSATION_COLUMNS) + (["pair_id"] if is_tso else [])
-    table = pf.read(columns=columns)
-    data = table.to_pydict()
-    pairs: list[PreferencePair] = []
-    for row in range(table.num_rows):
-        conv = {}
-        for c in CONVERSATION_COLUMNS:
-            messages = [{"role": m["role"], "content": m["content"]} for m in (data[c][row] or [])]
-            _check_conversation(path, row, c, messages)
-            conv[c] = messages
-        pair_id = data["pair_id"][row] if is_tso else str(row)
-        if pair_id is None:
-            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': null")
-        pairs.append(PreferencePair(pair_id=str(pair_id), **conv))
+    pairs = _read_pairs(path, pf.read(columns=columns).to_pydict(), is_tso)
     if not pairs:
         raise TSOTrainError(f"{path}: the snapshot holds no pairs")
 
@@ -160,10 +149,34 @@ def read_snapshot(path: str | Path) -> Snapshot:
     )
 
 
-def _check_roles_sft(path: Path, row: int, messages: list[Message]) -> None:
-    """An SFT conversation: valid messages, at least one assistant turn."""
+def _read_pairs(path: Path, data: dict[str, list], is_tso: bool) -> list[PreferencePair]:
+    """Every row checked; rows count from 1, as tso-data counts lines."""
+    pairs: list[PreferencePair] = []
+    first_row_of: dict[str, int] = {}
+    for index in range(len(data["prompt"])):
+        row = index + 1
+        conv = {}
+        for c in CONVERSATION_COLUMNS:
+            messages = [{"role": m["role"], "content": m["content"]} for m in (data[c][index] or [])]
+            _check_conversation(path, row, c, messages)
+            conv[c] = messages
+        if conv["chosen"] == conv["rejected"]:
+            raise TSOTrainError(f"{path}: row {row}: field 'rejected': equals 'chosen' (a pair must differ; drop the row)")
+        pair_id = data["pair_id"][index] if is_tso else str(row)
+        if pair_id is None:
+            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': null")
+        if str(pair_id) in first_row_of:
+            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': {pair_id!r} repeats row {first_row_of[str(pair_id)]}")
+        first_row_of[str(pair_id)] = row
+        pairs.append(PreferencePair(pair_id=str(pair_id), **conv))
+    return pairs
+
+
+def _check_roles_sft(where: str, messages: list[Message]) -> None:
+    """An SFT conversation: valid messages, at least one assistant turn. ``where`` names the
+    file and row (or line)."""
     for m in messages:
         if not isinstance(m.get("content"), str) or m.get("role") not in {"system", "user", "assistant"}:
-            raise TSOTrainError(f"{path}: row {row}: field 'messages': bad message {m!r}")
+            raise TSOTrainError(f"{where}: field 'messages': bad message {m!r}")
     if not any(m["role"] == "assistant" for m in messages):
-        raise TSOTrainError(f"{path}: row {row}: field 'messages': no assistant message to learn from")
+        raise TSOTrainError(f"{where}: field 'messages': no assistant message to learn from")

@@ -39,6 +39,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1000) -> "PreTraine
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(list(corpus), trainer=trainer)
     return PreTrainedTokenizerFast(
