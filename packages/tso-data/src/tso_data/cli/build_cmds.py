@@ -11,8 +11,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tso_data.build.config import load_round_config
-from tso_data.build.run import (
+from tso_data.pairs.config import load_round_config
+from tso_data.pairs.run import (
     RoundBuild,
     config_diff,
     get_snapshot,

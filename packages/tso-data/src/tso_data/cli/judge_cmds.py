@@ -138,7 +138,7 @@ def judge_cmd(
     if source is None and where is None and round_ is None:
         raise TSODataError("choose what to judge: --model SOURCE, --round R and/or --where SQL")
     if source is None and round_ is not None:
-        from tso_data.build.config import load_round_config
+        from tso_data.pairs.config import load_round_config
 
         source = load_round_config(catalog.round_config_path, round_).base_model
     targets = select_targets(catalog, source=source, where=where, reference_source=reference_source)
@@ -252,7 +252,7 @@ def scores_cmd(
         except ValueError:
             raise TSODataError(f"--weight {item!r}: expected RUBRIC=NUMBER, e.g. factuality=2") from None
     if round_ is not None:
-        from tso_data.build.config import load_round_config
+        from tso_data.pairs.config import load_round_config
 
         overrides: dict[str, object] = {}
         if base is not None:

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tso_data.build.config import ResolvedPools, RoundConfig, resolve_pools
-from tso_data.build.memory import use_batch_allocator
-from tso_data.build.pairs import BuildInputs, BuildResult, build_pairs
-from tso_data.build.snapshot import SCHEMA_VERSION, write_snapshot
+from tso_data.pairs.config import ResolvedPools, RoundConfig, resolve_pools
+from tso_data.pairs.memory import use_batch_allocator
+from tso_data.pairs.pairs import BuildInputs, BuildResult, build_pairs
+from tso_data.pairs.snapshot import SCHEMA_VERSION, write_snapshot
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
 from tso_data.ids import canonical_json
@@ -117,7 +117,7 @@ def fingerprint_ids(ids: pl.Series) -> str:
 
 def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
     # process-wide, so here in the command's planning step and not in the pure core: a round's
-    # build is a batch job (see tso_data.build.memory); before the inputs are read
+    # build is a batch job (see tso_data.pairs.memory); before the inputs are read
     use_batch_allocator()
     models = load_models(catalog)
     pools = resolve_pools(config, models)

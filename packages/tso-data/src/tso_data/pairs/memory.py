@@ -22,7 +22,7 @@ _applied = False
 def use_batch_allocator() -> bool:
     """Tune glibc malloc for the build (once per process); False where it does not apply
     (not Linux/glibc). Allocations no longer use mmap; freed memory stays for reuse.
-    Tested in a subprocess (tests/build/test_build_memory.py): it changes the whole process.
+    Tested in a subprocess (tests/pairs/test_build_memory.py): it changes the whole process.
     """
     global _applied
     if _applied:

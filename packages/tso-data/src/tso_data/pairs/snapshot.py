@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tso_data.build.pairs import pair_ids
+from tso_data.pairs.pairs import pair_ids
 from tso_data.errors import TSODataError
 from tso_data.ids import canonical_json, content_hash
 from tso_data.shards import publish
@@ -107,7 +107,7 @@ class _PromptIndex:
 
 def to_conversations(pairs: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
     """Add ``prompt``, ``chosen``, ``rejected`` message lists to the pairs of
-    :func:`tso_data.build.pairs.build_pairs` (vectorised for single-turn prompts)."""
+    :func:`tso_data.pairs.pairs.build_pairs` (vectorised for single-turn prompts)."""
     return _conversations(pairs, _PromptIndex.of(pairs, prompts))
 
 
@@ -146,7 +146,7 @@ def _conversations(pairs: pl.DataFrame, index: _PromptIndex) -> pl.DataFrame:
 
 
 def with_pair_ids(conv: pl.DataFrame) -> pl.DataFrame:
-    """Add pair_id (:func:`tso_data.build.pairs.pair_ids`) unless the pairs carry it."""
+    """Add pair_id (:func:`tso_data.pairs.pairs.pair_ids`) unless the pairs carry it."""
     if "pair_id" in conv.columns:
         return conv
     return conv.with_columns(pair_id=pair_ids(conv))

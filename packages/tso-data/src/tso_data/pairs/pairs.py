@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from tso_data.build.config import ResolvedPools, RoundConfig
+from tso_data.pairs.config import ResolvedPools, RoundConfig
 from tso_data.ids import sql_hash
 from tso_data.scoring import tau_per_prompt
 
