@@ -98,7 +98,8 @@ def _dotted_family(cat: Path) -> None:
 
 
 def test_dotted_versions_order_natively(tmp_path: Path) -> None:
-    from tso_data.pairs.config import load_round_config, resolve_pools
+    from tso_data.pairs.config import load_round_config
+    from tso_data.pairs.pools import resolve_pools
     from tso_data.pairs.run import load_models
 
     cat = tmp_path / "cat"

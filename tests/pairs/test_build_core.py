@@ -1,4 +1,4 @@
-"""Properties of the pure pair core (tso_data.pairs.pairs) on synthetic frames."""
+"""Properties of the pure pair core (tso_data.pairs.core) on synthetic frames."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from scipy import stats
 
 from tso_data import ids
 from tso_data.ids import canonical_json
-from tso_data.pairs.config import resolve_pools
-from tso_data.pairs.pairs import BuildInputs, build_pairs
-from tso_data.pairs.snapshot import snapshot_table, to_conversations
+from tso_data.pairs.conversations import to_conversations
+from tso_data.pairs.core import BuildInputs, build_pairs
+from tso_data.pairs.pools import resolve_pools
+from tso_data.pairs.snapshot import snapshot_table
 
 from build_frames import BASE, NEGATIVE, POSITIVE, config, make_inputs, models_frame
 

@@ -18,7 +18,8 @@ import polars as pl
 
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
-from tso_data.scoring import aggregate_scores, tau_per_prompt
+from tso_data.pairs.tau import tau_per_prompt
+from tso_data.scoring import aggregate_scores
 from tso_data.shards import merge_shards
 
 JUDGMENT_COLUMNS = "target_id, prompt_id, source, judge, rubric, status, score"

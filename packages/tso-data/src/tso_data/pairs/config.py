@@ -2,16 +2,8 @@
 round by a ``[round.R]`` table in the same file, overridden by command-line flags.
 
 Every key, its default and its meaning are listed in :data:`DEFAULTS` and the README
-("round.toml reference"). Unknown keys are errors, never silently ignored.
-
-Pool resolution against the `models` table (DESIGN.md §1):
-
-- *cells* are rows of kind 'model' in the base model's family with a version and a size;
-  a model of another family joins a pool only when named explicitly;
-- ``newest-largest``: among the cells of the largest size, the highest version;
-- ``older-or-smaller``: version < base version OR size < base size;
-  ``older-and-smaller``: both. A rule never yields the base model itself nor a positive source;
-- ``human``: the built-in source of human answers.
+("round.toml reference"). Unknown keys are errors, never silently ignored. What the pool
+rules mean is :mod:`tso_data.pairs.pools`; τ's modes, :mod:`tso_data.pairs.tau`.
 """
 
 from __future__ import annotations
@@ -24,19 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from tso_data.errors import TSODataError
 from tso_data.ids import canonical_json
-from tso_data.matrix import version_key
-from tso_data.scoring import TAU_MODES, check_weights
+from tso_data.pairs.pools import HUMAN, NEGATIVE_RULES, NEWEST_LARGEST, OLDER_OR_SMALLER, POSITIVE_RULES
+from tso_data.pairs.tau import TAU_MODES
+from tso_data.scoring import check_weights
 
-NEWEST_LARGEST = "newest-largest"
-HUMAN = "human"
-OLDER_OR_SMALLER = "older-or-smaller"
-OLDER_AND_SMALLER = "older-and-smaller"
-POSITIVE_RULES = (NEWEST_LARGEST,)
-NEGATIVE_RULES = (OLDER_OR_SMALLER, OLDER_AND_SMALLER)
 PAIRINGS = ("best-worst", "random")
 
 # Every key of round.toml with its default. Tables are nested dicts.
@@ -102,19 +87,6 @@ class RoundConfig:
 
     def to_json(self) -> str:
         return canonical_json(self.to_dict())
-
-
-@dataclass(frozen=True)
-class ResolvedPools:
-    """Pools resolved against the models table: source name → normalised weight."""
-
-    base_model: str
-    base_family: str | None
-    positive: dict[str, float]
-    negative: dict[str, float]
-    # rule/name item -> the sources it resolved to (for the dry-run plan)
-    membership: dict[str, list[str]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
 
 
 # -- loading ---------------------------------------------------------------------------
@@ -196,9 +168,13 @@ def _merge_checked(into: dict[str, Any], new: Mapping[str, Any], where: str, pre
             into[key] = value
 
 
+def _fail(where: str, fieldname: str, msg: str) -> TSODataError:
+    return TSODataError(f"{where}: field '{fieldname}': {msg}")
+
+
 def _validate(c: dict[str, Any], round_: int, where: str) -> RoundConfig:
     def fail(fieldname: str, msg: str) -> TSODataError:
-        return TSODataError(f"{where}: field '{fieldname}': {msg}")
+        return _fail(where, fieldname, msg)
 
     if round_ < 1:
         raise TSODataError(f"--round must be >= 1, got {round_}")
@@ -216,29 +192,8 @@ def _validate(c: dict[str, Any], round_: int, where: str) -> RoundConfig:
     mix = {k: _number(v, f"mix.{k}", where) for k, v in c["mix"].items()}
     check_weights(mix, f"{where}: mix")
     total = mix["matrix"] + mix["base"]
-    for name in ("positive", "negative"):
-        sources = c[name]["sources"]
-        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-            raise fail(f"{name}.sources", "expected a list of source names or rules")
-        weights = {str(k): _number(v, f"{name}.weights.{k}", where) for k, v in c[name]["weights"].items()}
-        check_weights(weights, f"{where}: {name}.weights")
-        c[name]["weights"] = weights
-    for rule in c["positive"]["sources"]:
-        if rule in NEGATIVE_RULES:
-            raise fail("positive.sources", f"{rule!r} is a negative-pool rule")
-    for rule in c["negative"]["sources"]:
-        if rule in POSITIVE_RULES:
-            raise fail("negative.sources", f"{rule!r} is a positive-pool rule")
-    tau_mode = c["tau"]["mode"]
-    if tau_mode not in TAU_MODES:
-        raise fail("tau.mode", f"expected one of {', '.join(TAU_MODES)}, got {tau_mode!r}")
-    tau_value = c["tau"]["value"]
-    if tau_value is not None:
-        tau_value = _number(tau_value, "tau.value", where)
-        if not math.isfinite(tau_value):
-            raise fail("tau.value", f"τ must be a finite number (a score on the judge's scale), got {tau_value!r}")
-    if tau_mode == "fixed" and tau_value is None:
-        raise fail("tau.value", 'tau.mode = "fixed" needs a value (or --tau)')
+    _check_pools(c, where)
+    tau_mode, tau_value = _check_tau(c["tau"], where)
     pairing = c["base_pairs"]["pairing"]
     if pairing not in PAIRINGS:
         raise fail("base_pairs.pairing", f"expected one of {', '.join(PAIRINGS)}, got {pairing!r}")
@@ -268,153 +223,37 @@ def _validate(c: dict[str, Any], round_: int, where: str) -> RoundConfig:
     )
 
 
+def _check_pools(c: dict[str, Any], where: str) -> None:
+    """positive/negative: lists of names or rules, each rule in its own pool; weights numbers."""
+    for name in ("positive", "negative"):
+        sources = c[name]["sources"]
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise _fail(where, f"{name}.sources", "expected a list of source names or rules")
+        weights = {str(k): _number(v, f"{name}.weights.{k}", where) for k, v in c[name]["weights"].items()}
+        check_weights(weights, f"{where}: {name}.weights")
+        c[name]["weights"] = weights
+    for rule in c["positive"]["sources"]:
+        if rule in NEGATIVE_RULES:
+            raise _fail(where, "positive.sources", f"{rule!r} is a negative-pool rule")
+    for rule in c["negative"]["sources"]:
+        if rule in POSITIVE_RULES:
+            raise _fail(where, "negative.sources", f"{rule!r} is a positive-pool rule")
+
+
+def _check_tau(tau: dict[str, Any], where: str) -> tuple[str, float | None]:
+    mode, value = tau["mode"], tau["value"]
+    if mode not in TAU_MODES:
+        raise _fail(where, "tau.mode", f"expected one of {', '.join(TAU_MODES)}, got {mode!r}")
+    if value is not None:
+        value = _number(value, "tau.value", where)
+        if not math.isfinite(value):
+            raise _fail(where, "tau.value", f"τ must be a finite number (a score on the judge's scale), got {value!r}")
+    if mode == "fixed" and value is None:
+        raise _fail(where, "tau.value", 'tau.mode = "fixed" needs a value (or --tau)')
+    return mode, value
+
+
 def _number(value: Any, fieldname: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TSODataError(f"{where}: field '{fieldname}': expected a number, got {value!r}")
     return float(value)
-
-
-# -- pool resolution ------------------------------------------------------------------
-
-
-def resolve_pools(config: RoundConfig, models: pl.DataFrame) -> ResolvedPools:
-    """Resolve pool rules and names against ``models`` (columns of the models table).
-
-    Weights: an item's weight (default 1) is shared evenly by the sources it resolves to;
-    a weight keyed by a resolved source name overrides that share. Weights are then
-    normalised to sum to 1 per pool.
-    """
-    by_name = {row["name"]: row for row in models.to_dicts()}
-    base = by_name.get(config.base_model)
-    if base is None:
-        known = ", ".join(sorted(n for n, r in by_name.items() if r["kind"] == "model")) or "none"
-        raise TSODataError(
-            f"base_model {config.base_model!r} is not in the models table (known: {known}); "
-            "add it with `tso-data models add`"
-        )
-    if base["kind"] != "model":
-        raise TSODataError(f"base_model {config.base_model!r} is a {base['kind']} source, not a model")
-    family = base["family"]
-    members = [r for r in by_name.values() if r["kind"] == "model" and r["family"] == family and family is not None]
-    cells = [r for r in members if _key(r) is not None and r["size_b"] is not None]
-    off_axis = _off_axis(members)
-    warnings: list[str] = []
-    membership: dict[str, list[str]] = {}
-
-    def named(item: str, pool: str) -> list[str]:
-        if item not in by_name:
-            raise TSODataError(
-                f"{pool}.sources: unknown source {item!r} (not a rule and not in the models table)"
-            )
-        return [item]
-
-    # positives
-    positive_items: dict[str, list[str]] = {}
-    for item in config.positive_sources:
-        if item == NEWEST_LARGEST:
-            if not cells:
-                raise TSODataError(
-                    f"positive.sources: '{NEWEST_LARGEST}' needs cells of family {family!r} with "
-                    f"an orderable version and a size; none found{off_axis}"
-                )
-            largest = max(r["size_b"] for r in cells)
-            top = max((r for r in cells if r["size_b"] == largest), key=lambda r: (_key(r), r["name"]))
-            if top["name"] == config.base_model:
-                raise TSODataError(
-                    f"positive.sources: '{NEWEST_LARGEST}' resolves to the base model "
-                    f"{config.base_model!r} itself; add a larger or newer cell or list positives explicitly"
-                )
-            positive_items[item] = [top["name"]]
-        elif item == HUMAN:
-            positive_items[item] = [HUMAN]
-        else:
-            positive_items[item] = named(item, "positive")
-    positive = _weighted(positive_items, config.positive_weights, "positive")
-    if config.base_model in positive:
-        warnings.append(
-            f"the base model {config.base_model!r} is in the positive pool: it will be pulled towards itself"
-        )
-
-    # negatives
-    negative_items: dict[str, list[str]] = {}
-    for item in config.negative_sources:
-        if item in NEGATIVE_RULES:
-            bv, bs = _key(base), base["size_b"]
-            if bv is None or bs is None:
-                why = "its version is not orderable" if bv is None else "its size is unknown"
-                raise TSODataError(
-                    f"negative.sources: rule {item!r} needs the base model's version and size, and {why} "
-                    f"({config.base_model!r} has version={base['version']!r}, size_b={bs!r}); "
-                    "re-add it with --version-order N or --size-b S"
-                )
-            hits = []
-            for r in sorted(cells, key=lambda r: (r["size_b"], _key(r), r["name"])):
-                older, smaller = _key(r) < bv, r["size_b"] < bs
-                hit = (older or smaller) if item == OLDER_OR_SMALLER else (older and smaller)
-                if hit and r["name"] != config.base_model and r["name"] not in positive:
-                    hits.append(r["name"])
-            negative_items[item] = hits
-        else:
-            negative_items[item] = named(item, "negative")
-            if item in positive:
-                raise TSODataError(f"negative.sources: {item!r} is also a positive source")
-            if item == config.base_model:
-                warnings.append(
-                    f"the base model {item!r} is in the negative pool: the paper (Table 4) reports "
-                    "this causes reverse alignment"
-                )
-    negative = _weighted(negative_items, config.negative_weights, "negative")
-    membership = {f"positive:{k}": v for k, v in positive_items.items()}
-    membership.update({f"negative:{k}": v for k, v in negative_items.items()})
-    if config.mix_matrix > 0:
-        if not positive:
-            raise TSODataError("positive pool is empty (mix.matrix > 0 needs positive sources)")
-        if not negative:
-            raise TSODataError(
-                f"negative pool is empty: no cell of family {family!r} matches "
-                f"{', '.join(config.negative_sources)} for base {config.base_model!r}; "
-                f"list negatives explicitly or set mix.matrix = 0{off_axis}"
-            )
-    return ResolvedPools(
-        base_model=config.base_model,
-        base_family=family,
-        positive=positive,
-        negative=negative,
-        membership=membership,
-        warnings=warnings,
-    )
-
-
-def _key(row: dict[str, Any]) -> tuple[int, ...] | None:
-    return version_key(row["version"], row["version_order"])
-
-
-def _off_axis(members: list[dict[str, Any]]) -> str:
-    """Why models of the family are not cells of the matrix (for an error message), or ''."""
-    reasons = []
-    for r in sorted(members, key=lambda r: r["name"]):
-        if _key(r) is None:
-            reasons.append(f"{r['name']} (version {r['version']!r} is not orderable: re-add it with --version-order N)")
-        elif r["size_b"] is None:
-            reasons.append(f"{r['name']} (no size: re-add it with --size-b S)")
-    return f"; off the matrix: {', '.join(reasons)}" if reasons else ""
-
-
-def _weighted(items: dict[str, list[str]], weights: dict[str, float], pool: str) -> dict[str, float]:
-    members = {m for ms in items.values() for m in ms}
-    for key in weights:
-        if key not in items and key not in members:
-            raise TSODataError(
-                f"{pool}.weights: {key!r} is neither an item of {pool}.sources nor a source it resolves to"
-            )
-    out: dict[str, float] = {}
-    for item, ms in items.items():
-        share = weights.get(item, 1.0) / len(ms) if ms else 0.0
-        for m in ms:
-            if m not in out:
-                out[m] = weights.get(m, share)
-    out = {k: v for k, v in out.items() if v > 0}
-    total = sum(out.values())
-    if items and members and total <= 0:
-        raise TSODataError(f"{pool}.weights: weights sum to zero")
-    return {k: v / total for k, v in sorted(out.items())} if total > 0 else {}
