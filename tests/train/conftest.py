@@ -1,5 +1,5 @@
 """Fixtures of the trainer's tests: snapshots written directly with pyarrow (the contract of
-DESIGN.md §4), hh-rlhf pairs, and a tiny model."""
+docs/design.md, "4. The snapshot contract"), hh-rlhf pairs, and a tiny model."""
 
 from __future__ import annotations
 

@@ -45,10 +45,10 @@ SNAPSHOT_SCHEMA = pa.schema([
 # Pinned so that the same rows give the same bytes (no timestamps are written by pyarrow).
 WRITER_OPTIONS: dict[str, object] = {
     "compression": "zstd",
-    "compression_level": 1,  # level 3 costs 15 % more time for a file no smaller
+    "compression_level": 1,  # higher levels cost time for files hardly smaller (benchmarks/bench_build.py)
     "use_dictionary": ["kind", "chosen_source", "rejected_source"],  # low-cardinality columns only
     # min/max where a reader can skip row groups by them (matrix pairs come before base
-    # pairs); not on the texts or ids, where they cost 15 % of the write and prune nothing
+    # pairs); not on the texts or ids, where they cost write time and prune nothing
     "write_statistics": ["kind", "chosen_source", "rejected_source", "chosen_score", "rejected_score", "round"],
     "row_group_size": 65_536,
     "data_page_size": 1 << 20,
