@@ -34,7 +34,8 @@ ROUND = st.fixed_dictionaries({
     "tau": st.sampled_from([{"mode": "global-mean"}, {"mode": "prompt-mean"}, {"mode": "fixed", "value": 3.0}]),
     "positive": st.fixed_dictionaries({
         "sources": st.just(["newest-largest", "human"]),
-        "weights": st.fixed_dictionaries({"newest-largest": st.sampled_from([1.0, 2.0]), "human": st.sampled_from([0.0, 1.0, 3.0])}),
+        "weights": st.fixed_dictionaries({"newest-largest": st.sampled_from([1.0, 2.0]),
+                                          "human": st.sampled_from([0.0, 1.0, 3.0])}),
     }),
     "negative": st.lists(st.sampled_from(sorted(NEGATIVE | {BASE})), min_size=1, max_size=4, unique=True).flatmap(
         lambda sources: st.fixed_dictionaries({"sources": st.just(sources),

@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tso_data import speed
+from tso_data.catalog import Catalog
+from tso_data.cli.options import catalog_option, json_option
+from tso_data.errors import TSODataError
 from tso_data.pairs.config import load_round_config
 from tso_data.pairs.run import (
     RoundBuild,
@@ -23,9 +26,6 @@ from tso_data.pairs.run import (
     source_distances,
     write_round,
 )
-from tso_data.catalog import Catalog
-from tso_data.cli.options import catalog_option, json_option
-from tso_data.errors import TSODataError
 
 
 def _weights(values: tuple[str, ...], flag: str) -> dict[str, float]:

@@ -92,7 +92,9 @@ def find_candidates(
         prompts = prompts.filter(pl.col("split") == config.split)
     texts = pl.concat([
         inputs.answers.select("prompt_id", "source", pl.col("answer_id").alias("target_id"), "turns"),
-        inputs.responses.select("prompt_id", pl.col("model").alias("source"), pl.col("response_id").alias("target_id"), "turns"),
+        inputs.responses.select(
+            "prompt_id", pl.col("model").alias("source"), pl.col("response_id").alias("target_id"), "turns"
+        ),
     ], how="vertical_relaxed")
     # every per-answer column in one parallel pass; strings are never touched again
     slim = texts.select(
@@ -123,7 +125,8 @@ def find_candidates(
         keep = used & complete
         if not keep.all():
             answer_row = np.flatnonzero(keep)
-            prompt_code, source_index, answer_key = prompt_code[answer_row], source_index[answer_row], answer_key[answer_row]
+            prompt_code, source_index = prompt_code[answer_row], source_index[answer_row]
+            answer_key = answer_key[answer_row]
             score_column = scores.result().gather(pl.Series(answer_row))
         else:  # the usual case: every answer is used, nothing to gather
             answer_row = np.arange(len(keep), dtype=np.uint32)
@@ -179,5 +182,8 @@ def _scores_of(source_index: np.ndarray, answer_key: np.ndarray, left: pl.DataFr
         )
         out[found["row"].to_numpy()] = found["score"].to_numpy()
         # one score per target and one row per answer id, so all matched iff as many found
-        left = left.head(0) if found.height >= left.height else left.join(found.select("answer_key"), on="answer_key", how="anti")
+        if found.height >= left.height:
+            left = left.head(0)
+        else:
+            left = left.join(found.select("answer_key"), on="answer_key", how="anti")
     return out

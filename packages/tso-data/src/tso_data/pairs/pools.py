@@ -69,7 +69,9 @@ def resolve_pools(config: RoundConfig, models: pl.DataFrame) -> ResolvedPools:
         warnings.append(
             f"the base model {config.base_model!r} is in the positive pool: it will be pulled towards itself"
         )
-    negative_items = {item: _negative_sources(item, config.base_model, positive, matrix) for item in config.negative_sources}
+    negative_items = {
+        item: _negative_sources(item, config.base_model, positive, matrix) for item in config.negative_sources
+    }
     if config.base_model in config.negative_sources and config.base_model not in NEGATIVE_RULES:
         warnings.append(
             f"the base model {config.base_model!r} is in the negative pool: the paper (Table 4) reports "

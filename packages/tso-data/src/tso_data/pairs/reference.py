@@ -5,7 +5,6 @@ return exactly these pairs, in this order). Semantics: docs/design.md, "1. The m
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import NamedTuple
 
 from tso_data.ids import content_hash
@@ -37,42 +36,46 @@ def uniform(seed: int, stream: int, *keys: int) -> float:
     return (hashed >> 11) / 2**53
 
 
+def key(text_id: str) -> int:
+    """The integer key of a content-hash id (16 hex digits)."""
+    return int(text_id, 16)
+
+
+def uniform_pick(answers: list[Answer], seed: int, stream: int, prompt: str, d: int) -> Answer:
+    """One of ``answers``, uniformly: the one with the smallest uniform keyed on its id."""
+    return min(answers, key=lambda a: uniform(seed, stream, key(prompt), d, key(a.id)))
+
+
+def weighted_draw(pool: dict[str, float], answers: list[Answer], sources: list[str], seed: int,
+                  streams: tuple[int, int], prompt: str, d: int) -> Answer | None:
+    """A source by weight among the pool's sources in ``answers`` (an exponential race keyed on
+    the source's index in ``sources``), then one of its answers uniformly."""
+    present = {a.source for a in answers if a.source in pool}
+    if not present:
+        return None
+    race = {s: -math.log1p(-uniform(seed, streams[0], key(prompt), d, sources.index(s))) / pool[s] for s in present}
+    winner = min(present, key=race.__getitem__)
+    return uniform_pick([a for a in answers if a.source == winner], seed, streams[1], prompt, d)
+
+
 def reference_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPools) -> list[dict]:
     """The pairs, as rows with the columns of ``build_pairs(...).pairs``, in its order."""
     sources, seed, cap = round_sources(pools), config.seed, config.max_pairs_per_prompt
-    prompts = {}  # prompt_id -> n_turns, the first row of each prompt of the round's split
-    for row in inputs.prompts.filter(inputs.prompts["split"] == config.split).iter_rows(named=True):
-        prompts.setdefault(row["prompt_id"], row["n_turns"])
-    scores = dict(inputs.scores.select("target_id", "score").iter_rows())
-    answers = defaultdict(list)  # prompt_id -> the answers a round may use
-    texts = [inputs.answers.rename({"answer_id": "id"}), inputs.responses.rename({"response_id": "id", "model": "source"})]
-    for row in (row for frame in texts for row in frame.iter_rows(named=True)):
-        if row["source"] in sources and len(row["turns"]) == prompts.get(row["prompt_id"]):
-            answers[row["prompt_id"]].append(Answer(row["id"], row["source"], row["turns"], scores.get(row["id"])))
-
-    def key(text_id: str) -> int:
-        return int(text_id, 16)
-
-    def weighted_draw(pool: dict[str, float], candidates: list[Answer], prompt: str, d: int, streams) -> Answer | None:
-        present = {a.source for a in candidates if a.source in pool}
-        if not present:
-            return None
-        race = {s: -math.log1p(-uniform(seed, streams[0], key(prompt), d, sources.index(s))) / pool[s] for s in present}
-        winner = min(present, key=race.__getitem__)
-        mine = [a for a in candidates if a.source == winner]
-        return min(mine, key=lambda a: uniform(seed, streams[1], key(prompt), d, key(a.id)))
-
+    answers = _answers_of_round(inputs, config, sources)
     draws: dict[str, list] = {"matrix": [], "base": []}  # (d, priority, prompt key, prompt, chosen, rejected)
-    for prompt in prompts if config.mix_matrix > 0 else []:
+    for prompt in answers if config.mix_matrix > 0 else []:
         for d in range(cap):
-            chosen = weighted_draw(pools.positive, answers[prompt], prompt, d, (Stream.POSITIVE_SOURCE, Stream.POSITIVE_ANSWER))
+            streams = (Stream.POSITIVE_SOURCE, Stream.POSITIVE_ANSWER)
+            chosen = weighted_draw(pools.positive, answers[prompt], sources, seed, streams, prompt, d)
             differing = [a for a in answers[prompt] if chosen is not None and a.turns != chosen.turns]
-            rejected = weighted_draw(pools.negative, differing, prompt, d, (Stream.NEGATIVE_SOURCE, Stream.NEGATIVE_ANSWER))
-            if rejected is not None:
-                draws["matrix"].append((d, uniform(seed, Stream.ORDER_MATRIX, key(prompt), d), key(prompt), prompt, chosen, rejected))
-    base = {p: [a for a in answers[p] if a.source == pools.base_model and a.score is not None] for p in prompts}
-    every_score = [a.score for p in prompts for a in base[p]]
-    for prompt in prompts if config.mix_base > 0 else []:
+            streams = (Stream.NEGATIVE_SOURCE, Stream.NEGATIVE_ANSWER)
+            rejected = weighted_draw(pools.negative, differing, sources, seed, streams, prompt, d)
+            if chosen is not None and rejected is not None:
+                priority = uniform(seed, Stream.ORDER_MATRIX, key(prompt), d)
+                draws["matrix"].append((d, priority, key(prompt), prompt, chosen, rejected))
+    base = {p: [a for a in answers[p] if a.source == pools.base_model and a.score is not None] for p in answers}
+    every_score = [a.score for p in answers for a in base[p]]
+    for prompt in answers if config.mix_base > 0 else []:
         if not base[prompt]:
             continue
         if config.tau_mode == "fixed":
@@ -81,19 +84,9 @@ def reference_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPoo
             tau = sum(every_score) / len(every_score)
         else:
             tau = sum(a.score for a in base[prompt]) / len(base[prompt])
-        tie = {a.id: uniform(seed, Stream.BASE_TIE, key(a.id)) for a in base[prompt]}
-        best_first = sorted((a for a in base[prompt] if a.score > tau), key=lambda a: (-a.score, tie[a.id]))
-        worst_first = sorted((a for a in base[prompt] if a.score <= tau), key=lambda a: (a.score, tie[a.id]))
-        if not best_first or not worst_first:
-            continue
-        for d in range(min(len(best_first), len(worst_first), cap) if config.pairing == "best-worst" else cap):
-            if config.pairing == "best-worst":
-                chosen, rejected = best_first[d], worst_first[d]
-            else:
-                chosen = min(best_first, key=lambda a: uniform(seed, Stream.BASE_POSITIVE, key(prompt), d, key(a.id)))
-                rejected = min(worst_first, key=lambda a: uniform(seed, Stream.BASE_NEGATIVE, key(prompt), d, key(a.id)))
-            if chosen.turns != rejected.turns:
-                draws["base"].append((d, uniform(seed, Stream.ORDER_BASE, key(prompt), d), key(prompt), prompt, chosen, rejected))
+        for d, chosen, rejected in _base_draws(base[prompt], tau, config, prompt):
+            priority = uniform(seed, Stream.ORDER_BASE, key(prompt), d)
+            draws["base"].append((d, priority, key(prompt), prompt, chosen, rejected))
     kept: dict[str, list] = {"matrix": [], "base": []}  # per kind, in selection order, each pair once per prompt
     for kind, drawn in draws.items():
         for _, _, _, prompt, chosen, rejected in sorted(drawn, key=lambda draw: draw[:3]):
@@ -106,3 +99,36 @@ def reference_pairs(inputs: BuildInputs, config: RoundConfig, pools: ResolvedPoo
          "rejected_score": r.score, "chosen_turns": c.turns, "rejected_turns": r.turns}
         for kind in ("matrix", "base") for p, c, r in kept[kind][: wanted[kind]]
     ]
+
+
+def _answers_of_round(inputs: BuildInputs, config: RoundConfig, sources: list[str]) -> dict[str, list[Answer]]:
+    """Per prompt of the round's split (first row of each, in order): the answers of ``sources``
+    with as many turns as the prompt asks, with their scores."""
+    answers: dict[str, list[Answer]] = {}
+    n_turns: dict[str, int] = {}
+    for row in inputs.prompts.filter(inputs.prompts["split"] == config.split).iter_rows(named=True):
+        answers.setdefault(row["prompt_id"], [])
+        n_turns.setdefault(row["prompt_id"], row["n_turns"])
+    scores = dict(inputs.scores.select("target_id", "score").iter_rows())
+    texts = [inputs.answers.rename({"answer_id": "id"}),
+             inputs.responses.rename({"response_id": "id", "model": "source"})]
+    for row in (row for frame in texts for row in frame.iter_rows(named=True)):
+        if row["source"] in sources and len(row["turns"]) == n_turns.get(row["prompt_id"]):
+            answers[row["prompt_id"]].append(Answer(row["id"], row["source"], row["turns"], scores.get(row["id"])))
+    return answers
+
+
+def _base_draws(base: list[Answer], tau: float, config: RoundConfig, prompt: str) -> list[tuple[int, Answer, Answer]]:
+    """A prompt's base pairs (d, chosen, rejected): above τ against at or below τ, by rank or at random."""
+    tie = {a.id: uniform(config.seed, Stream.BASE_TIE, key(a.id)) for a in base}
+    best_first = sorted((a for a in base if a.score > tau), key=lambda a: (-a.score, tie[a.id]))
+    worst_first = sorted((a for a in base if a.score <= tau), key=lambda a: (a.score, tie[a.id]))
+    if not best_first or not worst_first:
+        return []
+    if config.pairing == "best-worst":
+        pairs = list(zip(best_first, worst_first))[: config.max_pairs_per_prompt]
+    else:
+        pairs = [(uniform_pick(best_first, config.seed, Stream.BASE_POSITIVE, prompt, d),
+                  uniform_pick(worst_first, config.seed, Stream.BASE_NEGATIVE, prompt, d))
+                 for d in range(config.max_pairs_per_prompt)]
+    return [(d, chosen, rejected) for d, (chosen, rejected) in enumerate(pairs) if chosen.turns != rejected.turns]

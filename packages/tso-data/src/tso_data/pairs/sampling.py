@@ -177,7 +177,9 @@ class WeightedPool:
         winner = self._race(present, prompt_key, draw_index, seed, streams[0])
         in_winner = allowed.filter(pl.Series(position == winner[slot]))
         slot = in_winner["slot"].to_numpy()
-        in_winner = in_winner.with_columns(prompt_key=pl.Series(prompt_key[slot]), draw_index=pl.Series(draw_index[slot]))
+        in_winner = in_winner.with_columns(
+            prompt_key=pl.Series(prompt_key[slot]), draw_index=pl.Series(draw_index[slot])
+        )
         return self._pick(in_winner, seed, streams[1]).select("slot", "row")
 
     def _race(
