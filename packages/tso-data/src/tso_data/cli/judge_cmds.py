@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -20,6 +21,10 @@ from tso_data.generate.backend import SamplingParams
 from tso_data.generate.factory import BackendOptions
 from tso_data.generate.failures import all_failed
 from tso_data.judge.rubrics import resolve_rubrics, rubric_dirs
+
+if TYPE_CHECKING:  # the judge and its report load with the command that runs them
+    from tso_data.judge.run import Item, JudgeSummary
+    from tso_data.judge.scores import ScoreReport
 
 
 def _progress(console: Console) -> Progress:
@@ -157,7 +162,8 @@ def _backend_options(backend_name: str | None, concurrency: int, client_processe
                           batch_size=batch_size)
 
 
-def _run_function_judge(catalog: Catalog, items: list, judge: str, summary, console: Console) -> None:
+def _run_function_judge(catalog: Catalog, items: list[Item], judge: str, summary: JudgeSummary,
+                        console: Console) -> None:
     from tso_data.judge import run as judge_run
 
     func, version = judge_run.load_function_judge(judge)
@@ -169,8 +175,8 @@ def _run_function_judge(catalog: Catalog, items: list, judge: str, summary, cons
         )
 
 
-def _run_model_judge(catalog: Catalog, items: list, judge: str, options: BackendOptions, params: SamplingParams,
-                     max_attempts: int, summary, progress: bool) -> None:
+def _run_model_judge(catalog: Catalog, items: list[Item], judge: str, options: BackendOptions, params: SamplingParams,
+                     max_attempts: int, summary: JudgeSummary, progress: bool) -> None:
     from tso_data.judge import run as judge_run
 
     backend, version = _model_backend(catalog, judge, options)
@@ -187,7 +193,7 @@ def _run_model_judge(catalog: Catalog, items: list, judge: str, options: Backend
         raise TSODataError(f"judge {judge}: {failed_run}; the failed judgments are stored as 'error' and retried next run")
 
 
-def _print_summary(console: Console, summary, max_attempts: int) -> None:
+def _print_summary(console: Console, summary: JudgeSummary, max_attempts: int) -> None:
     table = Table(title=f"judge {summary.judge}")
     table.add_column("")
     table.add_column("count", justify="right")
@@ -300,7 +306,7 @@ def _parse_weights(weights: tuple[str, ...]) -> dict[str, float]:
     return parsed
 
 
-def _print_score_report(console: Console, report, min_samples: int) -> None:
+def _print_score_report(console: Console, report: ScoreReport, min_samples: int) -> None:
     if report.tau is not None:
         console.print(f"base [bold]{report.base}[/]: τ = [bold]{fmt_value(report.tau, 4)}[/] "
                       f"({report.tau_mode}, over {report.n_base} scored base answers)")

@@ -90,13 +90,13 @@ def ingest_file(
         progress("check", None, None)
     # staged and checked beside readers; the write lock only for the INSERTs (staged_write)
     with StagedWrite(catalog) as staged:
-        job = checked_job(staged.con, kind, path, source, bindings, options, report)
+        job = stage_and_check(staged.con, kind, path, source, bindings, options, report)
         if progress is not None:
             progress("write", None, None)
 
         def recheck() -> StagedFile:  # another writer committed meanwhile: check again, under the lock
             fresh = FileReport(str(path), kind, source.format, notes=list(source.notes))
-            return checked_job(staged.con, kind, path, source, bindings, options, fresh)
+            return stage_and_check(staged.con, kind, path, source, bindings, options, fresh)
 
         job, new = write_in_chunks(staged, job, recheck)
     job.report.new = new
@@ -105,7 +105,7 @@ def ingest_file(
     return job.report
 
 
-def checked_job(
+def stage_and_check(
     con: duckdb.DuckDBPyConnection, kind: str, path: Path, source: Source, bindings: dict[str, Binding],
     options: IngestOptions, report: FileReport,
 ) -> StagedFile:
