@@ -119,8 +119,16 @@ def score_report(
         who = f"judge {judge!r}" if judge else "the judge"
         raise TSODataError(f"base model {base!r} has no answers scored by {who} (with every weighted rubric)")
     taus, tau = tau_per_prompt(base_scores.select("prompt_id", "score"), tau_mode, tau_value)  # type: ignore[arg-type]
+    return ScoreReport(
+        judge, base, tau_mode, tau, base_scores.height, _distribution(scored),
+        _per_prompt_shape(base_scores, min_samples), taus.sort("prompt_id"),
+    )
+
+
+def _distribution(scored: pl.DataFrame) -> pl.DataFrame:
+    """Per source: the count, mean, spread and quantiles of its answers' scores, best first."""
     score = pl.col("score")
-    distribution = (
+    return (
         scored.group_by("source")
         .agg(
             pl.len().alias("n"), score.mean().alias("mean"), score.std().alias("std"), score.min().alias("min"),
@@ -129,9 +137,15 @@ def score_report(
         )
         .sort(["mean", "source"], descending=[True, False])
     )
+
+
+def _per_prompt_shape(base_scores: pl.DataFrame, min_samples: int) -> pl.DataFrame:
+    """Per prompt with at least ``min_samples`` scored base answers: the mean, spread, skewness
+    and excess kurtosis of their scores (paper Figure 5)."""
+    score = pl.col("score")
     # bias-corrected sample skewness and excess kurtosis (0 for a normal distribution):
     # the paper's "normalized kurtosis"; undefined (null) below 3 / 4 samples
-    per_prompt = (
+    return (
         base_scores.group_by("prompt_id")
         .agg(
             pl.len().alias("n"), score.mean().alias("mean"), score.std().alias("std"),
@@ -144,8 +158,6 @@ def score_report(
         )
         .sort("prompt_id")
     )
-    return ScoreReport(judge, base, tau_mode, tau, base_scores.height, distribution, per_prompt, taus.sort("prompt_id"))
-
 
 def plot_report(report: ScoreReport, path: Path) -> None:
     """Two panels: mean score per source (± std) with τ marked; per-prompt skewness vs excess
