@@ -143,12 +143,13 @@ def run_arms(args: argparse.Namespace, names: list[str]) -> None:
         else:
             t = time.perf_counter()
             model = model_dir(args, arm.size, results)
-            size = "tiny" if args.tiny else arm.size
+            built = "tiny" if args.tiny else arm.size
             settings = {"steps": args.steps, "arm_timeout": min(args.arm_timeout, left or args.arm_timeout),
                         "global_batch": args.global_batch, "max_length": args.max_length, "bf16": args.bf16}
             outcome = run_trl_arm(name, model, args) if arm.is_trl else run_tso_arm(arm, model, args.work / "pairs.parquet", args.work / "runs", settings)
-            entry = {"arm": name, "size": size, **outcome, "wall_s": round(time.perf_counter() - t, 1)}
-            derive(entry, results["models"][size]["n_params"], data["tokens_per_pair"], args)
+            entry = {"arm": name, "size": arm.size, "model": built, **outcome,
+                     "wall_s": round(time.perf_counter() - t, 1)}
+            derive(entry, results["models"][built]["n_params"], data["tokens_per_pair"], args)
         results["arms"].append(entry)
         write_atomic(path, results)
         print(json.dumps({k: v for k, v in entry.items() if k not in ("losses", "traceback_tail")}), flush=True)
