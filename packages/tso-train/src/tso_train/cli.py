@@ -11,6 +11,7 @@ from tso_train import __version__
 from tso_train.console import quiet_third_party
 from tso_train.errors import TSOTrainError
 from tso_train.settings import LOSS_NAMES, FitConfig, SFTConfig, defaults, flag
+from tso_train.speed import SpeedSwitches
 
 
 class TrainGroup(click.Group):
@@ -202,7 +203,7 @@ def fit_cmd(**settings) -> None:
     from tso_train.console import fit_summary
     from tso_train.loop import fit
 
-    _run(fit, FitConfig(**settings), fit_summary, "fit")
+    _run(fit, FitConfig(**settings, speed=SpeedSwitches.from_environment()), fit_summary, "fit")
 
 
 def _run(train, cfg, summary_line, description: str) -> None:
@@ -241,7 +242,7 @@ def sft_cmd(**settings) -> None:
     from tso_train.console import sft_summary
     from tso_train.sft import sft
 
-    _run(sft, SFTConfig(**settings), sft_summary, "sft")
+    _run(sft, SFTConfig(**settings, speed=SpeedSwitches.from_environment()), sft_summary, "sft")
 
 
 @cli.command("plot")

@@ -67,16 +67,10 @@ def fit(cfg: FitConfig, progress=None) -> dict:
     loss_fn = loss_of(cfg)
     progress.start(sum(p.total_steps for p in plans), done=trainer.position.global_step)
 
-    resumed_reference = trainer.resumed.get("ref")  # a resume in the middle of a part
     train_seconds = 0.0  # reference passes + optimiser steps (not start-up, encoding or saving)
     for part in range(trainer.position.part, cfg.parts):
         t_part = time.perf_counter()
-        if resumed_reference is not None:
-            reference = torch.as_tensor(resumed_reference, dtype=torch.float64)
-            resumed_reference = None
-        else:
-            progress.phase(f"part {part + 1}/{cfg.parts}: reference log-probs of {len(parts[part])} pairs")
-            reference = reference_pass(trainer, pairs, parts[part], pad_id)
+        reference = part_reference(trainer, pairs, parts[part], part, pad_id, progress)
         progress.phase(f"part {part + 1}/{cfg.parts}: training")
         objective = PreferenceObjective(pairs, pad_id, trainer.packed, reference, loss_fn, cfg.micro_batch,
                                         cfg.length_average)
@@ -119,6 +113,17 @@ def _encode(tokenizer, snapshot: Snapshot, cfg: FitConfig, progress) -> EncodedP
     if encoded.n_dropped and rank() == 0:
         warnings.warn(f"dropped {encoded.n_dropped} pair(s) with no answer token left after truncation", stacklevel=3)
     return encoded
+
+
+def part_reference(trainer: Trainer, pairs: list[EncodedPair], items: np.ndarray, part: int, pad_id: int,
+                   progress) -> torch.Tensor:
+    """The reference log-probs of ``part``: the ones its checkpoint kept when a resume continues
+    in the middle of it, else a reference pass under the current policy."""
+    kept = trainer.resumed.get("ref") if part == trainer.resumed.get("part") else None
+    if kept is not None:
+        return torch.as_tensor(kept, dtype=torch.float64)
+    progress.phase(f"part {part + 1}/{trainer.cfg.parts}: reference log-probs of {len(items)} pairs")
+    return reference_pass(trainer, pairs, items, pad_id)
 
 
 def reference_pass(trainer: Trainer, pairs: list[EncodedPair], part: np.ndarray, pad_id: int) -> torch.Tensor:

@@ -64,7 +64,8 @@ class EngineSettings:
     deepspeed_config: str | None = None
     save_every: int = 50
     resume: bool = False
-    speed: SpeedSwitches = field(default_factory=SpeedSwitches.from_environment, repr=False)
+    # the performance switches (tso_train.speed); the CLI passes SpeedSwitches.from_environment()
+    speed: SpeedSwitches = field(default_factory=SpeedSwitches, repr=False)
     # called after every optimiser step with the metrics row (tests, benchmarks)
     on_step: Callable[[dict], None] | None = field(default=None, repr=False)
 

@@ -35,10 +35,13 @@ fast one is tested against (``SpeedSwitches.readable()`` turns every switch off)
 tests/train/test_train_speed.py trains with every switch off and with the defaults and checks
 the two give the same numbers.
 
-The commands apply them: `fit` and `sft` (through tso_train.trainer) and the CLI read the
-switches of their config (``FitConfig.speed``, ``SFTConfig.speed``) and pass each one to the
-function it concerns; no library function turns a measure on by itself. What each measure gains
-is in the README's "Benchmarks" section, measured side by side with ``benchmarks/bench_train.py``.
+Where they are applied: the CLI builds the switches (``SpeedSwitches.from_environment()``: the
+defaults, less what the user's environment turns off) and passes them in the command's config
+(``FitConfig.speed``, ``SFTConfig.speed``; a script calling `fit` or `sft` gets the defaults);
+the engine start (tso_train.trainer.Trainer.start, tso_train.engine.initialize) and the CLI's exit
+apply each to what it concerns. No library function turns a measure on by itself or reads the
+environment for one. What each measure gains is in the README's "Benchmarks" section, measured
+side by side with ``benchmarks/bench_train.py``.
 """
 
 from __future__ import annotations
