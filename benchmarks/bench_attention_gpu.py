@@ -6,8 +6,9 @@ Rows of 16 and 64 sequences of 230-380 tokens (8 and 32 pairs of the training be
 Variants: ``varlen`` (one flash-attention call, key/value heads repeated where this torch's
 varlen_attn has no ``enable_gqa``), ``varlen_native_gqa`` (the flash kernel given the 3
 key/value heads as they are: whether this torch accepts it), ``flex`` (compiled, block-diagonal
-mask), ``segments`` (one SDPA call per sequence), ``padded`` (SDPA over the padded batch with
-its mask, key/value heads repeated: what a padded micro-batch runs). Each output is compared
+mask; last, as its first call compiles), ``segments`` (one SDPA call per sequence), ``padded``
+(SDPA over the padded batch with its mask, key/value heads repeated: what a padded micro-batch
+runs). Each output is compared
 with ``segments`` (relative error); times are medians of CUDA-event timings.
 
     python -m benchmarks.bench_attention_gpu --out DIR [--tiny]
@@ -40,20 +41,24 @@ def make_row(n_seqs: int, heads: int, kv_heads: int, head_dim: int, lengths: tup
     return q, k, v, cu, lens
 
 
-def padded_attention(q, k, v, lens: list[int]) -> torch.Tensor:
-    """The same sequences as a right-padded batch through SDPA with a mask (repeated kv heads)."""
+def padded_batch(q, k, v, lens: list[int]):
+    """The same sequences as a right-padded batch (leaf tensors; key/value heads repeated, as
+    transformers does for a masked SDPA call) and its causal + padding mask."""
     longest, groups = max(lens), q.shape[1] // k.shape[1]
-    rows = []
-    for t, (s, e) in enumerate(zip([0, *torch.tensor(lens).cumsum(0).tolist()[:-1]], torch.tensor(lens).cumsum(0).tolist())):
-        pad = longest - (e - s)
-        rows.append([F.pad(x[0, :, s:e], (0, 0, 0, pad)) for x in (q, k, v)])
-    qb, kb, vb = (torch.stack([r[i] for r in rows]) for i in range(3))
+    ends = torch.tensor(lens).cumsum(0).tolist()
+    starts = [0, *ends[:-1]]
+    qb, kb, vb = (torch.stack([F.pad(x[0, :, s:e].detach(), (0, 0, 0, longest - (e - s))) for s, e in zip(starts, ends)])
+                  for x in (q, k, v))
     kb, vb = attention.repeat_kv_heads(kb, groups, 1), attention.repeat_kv_heads(vb, groups, 1)
     valid = torch.arange(longest, device=q.device)[None, :] < torch.tensor(lens, device=q.device)[:, None]
     causal = torch.ones(longest, longest, dtype=torch.bool, device=q.device).tril()
     mask = causal[None, None] & valid[:, None, None, :]
-    out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask)
-    return torch.cat([out[t, :, : lens[t]] for t in range(len(lens))], dim=1).transpose(0, 1)[None]
+    return qb.requires_grad_(), kb.requires_grad_(), vb.requires_grad_(), mask
+
+
+def unpad(out: torch.Tensor, lens: list[int]) -> torch.Tensor:
+    """[B, H, L, D] padded rows -> [1, N, H, D] packed."""
+    return torch.cat([out[t, :, :n] for t, n in enumerate(lens)], dim=1).transpose(0, 1)[None]
 
 
 def native_gqa_varlen(q, k, v, row: attention.PackedRow, scaling) -> torch.Tensor:
@@ -93,12 +98,20 @@ def measure(n_seqs: int, args: argparse.Namespace) -> list[dict]:
     q, k, v, cu, lens = make_row(n_seqs, heads, kv_heads, head_dim, lengths, device, dtype)
     scaling = head_dim ** -0.5
     grad = torch.randn(1, sum(lens), heads, head_dim, device=device, dtype=dtype)
+    rows: dict = {}
+
+    def row(kernel: str) -> attention.PackedRow:  # built once, as once per micro-batch in training
+        if kernel not in rows:
+            rows[kernel] = attention.packed_row(cu, device, kernel)
+        return rows[kernel]
+
+    qb, kb, vb, mask = padded_batch(q, k, v, lens)
     variants = {
-        "segments": lambda: attention.packed_attention(q, k, v, attention.packed_row(cu, device, "segments"), scaling),
-        "varlen": lambda: attention.packed_attention(q, k, v, attention.packed_row(cu, device, "varlen"), scaling),
-        "varlen_native_gqa": lambda: native_gqa_varlen(q, k, v, attention.packed_row(cu, device, "varlen"), scaling),
-        "flex": lambda: attention.packed_attention(q, k, v, attention.packed_row(cu, device, "flex"), scaling),
-        "padded": lambda: padded_attention(q, k, v, lens),
+        "segments": lambda: attention.packed_attention(q, k, v, row("segments"), scaling),
+        "varlen": lambda: attention.packed_attention(q, k, v, row("varlen"), scaling),
+        "varlen_native_gqa": lambda: native_gqa_varlen(q, k, v, row("varlen"), scaling),
+        "padded": lambda: unpad(F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, scale=scaling), lens),
+        "flex": lambda: attention.packed_attention(q, k, v, row("flex"), scaling),
     }
     reference = variants["segments"]().detach().float()
     results = []

@@ -27,7 +27,7 @@ PY=${PYTHON:-python3}
 ARMS_A=${ARMS_A:-z2-packed-0.5b,z2-padded-0.5b,trl-0.5b}
 ARMS_B=${ARMS_B:-z2-packed-1.5b,z2-padded-1.5b,trl-1.5b}
 ARMS_C=${ARMS_C:-z3-packed-0.5b,z3-padded-0.5b}
-ARMS_D=${ARMS_D:-z2-packed-0.5b-mb16,z2-packed-0.5b-mb32,z2-padded-0.5b-mb16,z2-packed-0.5b-segments,z2-packed-0.5b-fused,z2-packed-0.5b-mb32-gc,z2-packed-0.5b-flex,trl-0.5b-gc,z2-packed-0.5b-compile}
+ARMS_D=${ARMS_D:-z2-packed-0.5b-segments,z2-packed-0.5b-mb16,z2-packed-0.5b-mb32,z2-padded-0.5b-mb16,z2-packed-0.5b-fused,z2-packed-0.5b-mb32-gc,z2-packed-0.5b-flex,trl-0.5b-gc,z2-packed-0.5b-compile}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export TQDM_DISABLE=1 TMPDIR=${TMPDIR:-/tmp}
@@ -75,7 +75,7 @@ step "4. ZeRO-2 0.5B packed (varlen) and padded, TRL 0.5B"
 bench "$ARMS_A" 200
 
 step "5. attention kernels, layer-sized"
-timeout 60 $PY -m benchmarks.bench_attention_gpu --out "$OUT" $ATTN_EXTRA >>"$OUT/bench.log" 2>&1
+timeout 75 $PY -m benchmarks.bench_attention_gpu --out "$OUT" $ATTN_EXTRA >>"$OUT/bench.log" 2>&1
 echo "exit $?"; grep -E '^\{"variant"' "$OUT/bench.log" | cut -c1-200
 
 step "6. 1.5B: ZeRO-2 packed and padded, TRL"
