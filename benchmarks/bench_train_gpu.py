@@ -1,209 +1,228 @@
-"""`tso-train fit` on one GPU: bf16, ZeRO-2 and ZeRO-3, a ~0.55B Llama built locally.
+"""DPO training throughput on one GPU: `tso-train fit` (ZeRO-2/3, packed or padded micro-batches,
+tuning options) beside TRL's DPOTrainer on the same locally built Llama and the same pairs.
 
-Run where a GPU is lent (see README, "Benchmarks"). Self-contained: no data set or weights
-are downloaded; the pairs are synthetic text (throughput and correctness, not quality).
-Reports tokens/s, MFU (6·N FLOPs per trained token over the optimiser steps, against the
-card's dense bf16 peak), peak GPU memory, and the first step's DPO loss, which must be
-ln 2 because the reference is the policy at the start of a part.
+Run where a GPU is lent (scripts/gpu_check.sh runs it arm group by arm group in one device call;
+see the README, "Benchmarks"). Self-contained: nothing is downloaded; the pairs are synthetic text
+(throughput and correctness, not quality). Arms are named as benchmarks/gpu_arms.py describes,
+e.g. ``z2-packed-0.5b``, ``z2-padded-1.5b-mb16``, ``trl-0.5b``.
 
-Arms (``--arms``, comma-separated): ``zero2_packed``, ``zero2_padded``, ``zero3_packed``,
-``zero3_padded`` — ZeRO stage × padding-free packing (the trainer's default) or ``--no-packing``
-(right-padded, length-sorted micro-batches). tokens/s counts real (non-pad) tokens in both, so
-packed and padded arms compare directly; each arm also keeps its per-step losses, which must
-agree between packed and padded arms (the same pairs, the same update) up to bf16 rounding.
-The JSON is rewritten after every arm, so a run cut short keeps the arms it finished.
+Every arm trains DPO at global batch 64 (pairs), maximum length 1024, bf16, one part, one epoch,
+for ``--steps`` optimiser steps, and reports:
 
-    python benchmarks/bench_train_gpu.py --out DIR [--pairs 1024] [--arms zero2_packed,zero2_padded]
+* ``pairs_per_s`` over steps 2..n (wall time between the ends of steps; step 1 pays for warm-up)
+  and ``tokens_per_s`` = pairs/s × real tokens per pair (each engine's own tokenisation);
+* ``mfu`` = 6·N FLOPs per trained token / time / ``--peak-tflops`` (N: all parameters; attention
+  FLOPs are left out, so it is conservative), and ``mfu_with_reference``, which also counts the
+  reference pass (2·N per token, once per epoch) and its time;
+* ``peak_mem_gib`` (max allocated, reference pass included) and the first step's loss, which must
+  be ln 2 (the reference is the policy at the start).
+
+tso-train arms run in this process one after another (the stopped run is released before the
+next); a TRL arm runs in its own process. The JSON (``OUT/train_gpu.json``) is rewritten after
+every arm, and a later call with the same ``--out`` adds its arms to it.
+
+    python -m benchmarks.bench_train_gpu --out DIR --arms z2-packed-0.5b,z2-padded-0.5b,trl-0.5b
+    python -m benchmarks.bench_train_gpu --out DIR --table     # the table of what DIR holds
+    python -m benchmarks.bench_train_gpu --out DIR --arms ... --tiny --no-bf16   # a CPU rehearsal
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import random
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ARMS = {  # name -> (ZeRO stage, packing)
-    "zero2_packed": (2, True), "zero2_padded": (2, False), "zero3_packed": (3, True), "zero3_padded": (3, False),
-}
+from benchmarks.gpu_arms import ArmError, build_data, build_model, parse_arm, run_tso_arm, tokens_per_pair
 
-WORDS = (
-    "the model answers a question about data training reward policy human judge score pair "
-    "prompt version size matrix round reference gradient loss token batch clip margin sample "
-    "correct wrong because therefore however first second finally result value number"
-).split()
-
-
-def text(rng: random.Random, n_words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n_words))
-
-
-def build(work: Path, n_pairs: int, hidden: int, layers: int) -> tuple[Path, Path, int]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tso_train.tiny import train_tokenizer
-
-    rng = random.Random(0)
-    corpus = [text(rng, 50) for _ in range(2000)]
-    tokenizer = train_tokenizer(corpus, vocab_size=1000)
-    config = LlamaConfig(
-        vocab_size=32000, hidden_size=hidden, intermediate_size=int(hidden * 8 / 3) // 128 * 128,
-        num_hidden_layers=layers, num_attention_heads=hidden // 128, num_key_value_heads=max(1, hidden // 512),
-        max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    n_params = sum(p.numel() for p in model.parameters())
-    model_dir = work / "model"
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    rows = []
-    for i in range(n_pairs):
-        rows.append({
-            "prompt": [{"role": "user", "content": text(rng, 60)}],
-            "chosen": [{"role": "assistant", "content": text(rng, rng.randint(150, 300))}],
-            "rejected": [{"role": "assistant", "content": text(rng, rng.randint(150, 300))}],
-            "pair_id": f"p{i}", "prompt_id": f"q{i}", "kind": "matrix", "chosen_source": "a",
-            "rejected_source": "b", "chosen_score": None, "rejected_score": None, "round": 1,
-        })
-    table = pa.Table.from_pylist(rows)
-    table = table.replace_schema_metadata({
-        "tso.schema_version": "1", "tso.snapshot_id": "gpu-bench", "tso.round": "1", "tso.config": "{}",
-    })
-    snapshot = work / "pairs.parquet"
-    pq.write_table(table, snapshot)
-    return model_dir, snapshot, n_params
-
-
-def _text(data: str | bytes | None) -> str:
-    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
-
-
-def run_fit(name: str, model: Path, snapshot: Path, out: Path, zero: int, packing: bool,
-            args: argparse.Namespace) -> dict:
-    cmd = [
-        sys.executable, "-m", "tso_train.cli", "fit", str(snapshot), "--model", str(model),
-        "--out", str(out / name), "--loss", "dpo", "--parts", "1", "--epochs", "1",
-        "--global-batch", str(args.global_batch), "--micro-batch", str(args.micro_batch),
-        "--max-length", str(args.max_length), "--zero", str(zero), "--save-every", "100000",
-        "--packing" if packing else "--no-packing", *(["--bf16"] if args.bf16 else []),
-    ]
-    start = time.time()
-    log_dir = args.out / "logs"
-    log_dir.mkdir(exist_ok=True)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.arm_timeout)
-    except subprocess.TimeoutExpired as exc:
-        out_text, err_text = (_text(exc.stdout), _text(exc.stderr))
-        (log_dir / f"{name}.log").write_text(out_text[-20000:] + "\n--- stderr ---\n" + err_text[-20000:])
-        metrics = out / name / "metrics.jsonl"
-        done = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
-        return {"arm": name, "ok": False, "zero": zero, "packing": packing, "rc": "timeout",
-                "timeout_s": args.arm_timeout, "steps_done": len(done), "step_rows": done, "stderr_tail": err_text[-1500:]}
-    wall = time.time() - start
-    (log_dir / f"{name}.log").write_text(proc.stdout[-20000:] + "\n--- stderr ---\n" + proc.stderr[-20000:])
-    if proc.returncode != 0:
-        return {"arm": name, "ok": False, "zero": zero, "packing": packing, "rc": proc.returncode,
-                "stderr_tail": proc.stderr[-1500:]}
-    rows = [json.loads(l) for l in (out / name / "metrics.jsonl").read_text().splitlines() if l.strip()]
-    steady = rows[1:] or rows
-    return {
-        "arm": name, "ok": True, "zero": zero, "packing": packing, "wall_s": round(wall, 1), "steps": len(rows),
-        "first_step_loss": rows[0]["loss"], "first_step_grad_weight": rows[0]["grad_weight"],
-        "tokens_per_s": sum(r["tokens_per_s"] for r in steady) / len(steady),
-        "peak_mem_gib": max(r["peak_mem"] for r in rows) / 2**30,
-        "last_loss": rows[-1]["loss"], "losses": [r["loss"] for r in rows],
-    }
+RESULTS = "train_gpu.json"
 
 
 def environment() -> dict:
     import torch
     import transformers
 
-    info = {"torch": torch.__version__, "transformers": transformers.__version__,
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
-    try:
-        import deepspeed
+    from tso_train.attention import varlen_function
 
-        info["deepspeed"] = deepspeed.__version__
-    except ImportError:
-        info["deepspeed"] = None
+    info = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda,
+            "transformers": transformers.__version__, "varlen_attention": varlen_function() is not None,
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
+    for name in ("deepspeed", "trl", "accelerate", "datasets"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception as exc:  # noqa: BLE001 - a missing package is a fact to record
+            info[name] = f"unavailable ({type(exc).__name__})"
     return info
 
 
-def compare_packing(arms: list[dict]) -> list[dict]:
-    """Packed vs padded arms of the same ZeRO stage: tokens/s ratio, peak memory and the largest
-    per-step loss difference (the same update, so only rounding may differ)."""
-    ok = {(a["zero"], a["packing"]): a for a in arms if a.get("ok")}
+def prepare(args: argparse.Namespace) -> dict:
+    """The pairs and tokenizer in the work directory (reused by later calls with the same sizes)."""
+    work = args.work
+    stamp = work / "data.json"
+    wanted = {"pairs": args.pairs, "tiny": args.tiny, "max_length": args.max_length}
+    if not stamp.exists() or json.loads(stamp.read_text()).get("wanted") != wanted:
+        work.mkdir(parents=True, exist_ok=True)
+        snapshot, pairs = build_data(work, args.pairs, args.tiny)
+        (work / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+        tpp = tokens_per_pair(work / "tokenizer", snapshot, args.max_length)
+        stamp.write_text(json.dumps({"wanted": wanted, "tokens_per_pair": tpp}))
+    return json.loads(stamp.read_text())
+
+
+def model_dir(args: argparse.Namespace, size: str, results: dict) -> Path:
+    size = "tiny" if args.tiny else size
+    path = args.work / f"model-{size}"
+    if size not in results["models"]:
+        t = time.perf_counter()
+        n = build_model(path, size, args.work / "tokenizer")
+        results["models"][size] = {"n_params": n, "build_s": round(time.perf_counter() - t, 1)}
+    return path
+
+
+def run_trl_arm(name: str, model: Path, args: argparse.Namespace) -> dict:
+    spec = {"arm": name, "model": str(model), "pairs": str(args.work / "pairs.jsonl"), "out": str(args.work / name),
+            "global_batch": args.global_batch, "max_length": args.max_length, "steps": args.steps,
+            "bf16": args.bf16, "arm_timeout": args.arm_timeout}
+    spec_path, result_path = args.work / f"{name}.spec.json", args.work / f"{name}.result.json"
+    spec_path.write_text(json.dumps(spec))
+    result_path.unlink(missing_ok=True)
+    root = Path(__file__).resolve().parents[1]
+    # not the process group this process's tso-train arms started: TRL sets up its own
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                            "MASTER_PORT")}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.trl_dpo_arm", str(spec_path), str(result_path)],
+                              env=env, cwd=root, timeout=args.arm_timeout + 120, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timeout after {args.arm_timeout + 120} s"}
+    if not result_path.exists():
+        return {"ok": False, "error": f"exit status {proc.returncode}", "stderr_tail": proc.stderr[-3000:]}
+    return json.loads(result_path.read_text())
+
+
+def derive(arm: dict, n_params: int, tpp: float, args: argparse.Namespace) -> None:
+    """tokens/s and MFU from the measured pairs/s and reference-pass time (see the docstring)."""
+    if "pairs_per_s" not in arm:
+        return
+    tpp = arm.get("tokens_per_pair_trl", tpp)
+    arm["tokens_per_pair"] = tpp
+    arm["tokens_per_s"] = arm["pairs_per_s"] * tpp
+    arm["mfu"] = arm["tokens_per_s"] * 6 * n_params / (args.peak_tflops * 1e12)
+    if arm.get("reference_s"):
+        seconds_per_pair = 1 / arm["pairs_per_s"] + arm["reference_s"] / args.pairs
+        arm["tokens_per_s_with_reference"] = tpp / seconds_per_pair
+        arm["mfu_with_reference"] = arm["tokens_per_s_with_reference"] * 8 * n_params / (args.peak_tflops * 1e12)
+
+
+def write_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def run_arms(args: argparse.Namespace, names: list[str]) -> None:
+    path = args.out / RESULTS
+    results = json.loads(path.read_text()) if path.exists() else {
+        "environment": environment(), "models": {}, "arms": [],
+        "settings": {k: getattr(args, k) for k in ("pairs", "steps", "global_batch", "max_length", "bf16",
+                                                   "peak_tflops", "tiny")}}
+    data = prepare(args)
+    started = time.perf_counter()
+    for name in names:
+        arm = parse_arm(name)
+        left = args.budget - (time.perf_counter() - started) if args.budget else None
+        if left is not None and left < args.min_arm_s:
+            entry = {"arm": name, "ok": False, "skipped": f"{left:.0f} s of the call's budget left"}
+        else:
+            t = time.perf_counter()
+            model = model_dir(args, arm.size, results)
+            built = "tiny" if args.tiny else arm.size
+            settings = {"steps": args.steps, "arm_timeout": min(args.arm_timeout, left or args.arm_timeout),
+                        "global_batch": args.global_batch, "max_length": args.max_length, "bf16": args.bf16}
+            outcome = run_trl_arm(name, model, args) if arm.is_trl else run_tso_arm(arm, model, args.work / "pairs.parquet", args.work / "runs", settings)
+            entry = {"arm": name, "size": arm.size, "model": built, **outcome,
+                     "wall_s": round(time.perf_counter() - t, 1)}
+            derive(entry, results["models"][built]["n_params"], data["tokens_per_pair"], args)
+        results["arms"].append(entry)
+        write_atomic(path, results)
+        print(json.dumps({k: v for k, v in entry.items() if k not in ("losses", "traceback_tail")}), flush=True)
+
+
+COLUMNS = ("arm", "steps", "pairs_per_s", "tokens_per_s", "mfu", "mfu_with_reference", "peak_mem_gib",
+           "first_step_loss_minus_ln2")
+
+
+def table(results: dict) -> str:
+    """One line per arm, then each size's best tso-train ZeRO-2 arm against TRL."""
+    lines = ["  ".join(f"{c:>14}" if i else f"{c:<28}" for i, c in enumerate(COLUMNS))]
+    for a in results["arms"]:
+        cells = [a["arm"]] + [a.get(c) for c in COLUMNS[1:]]
+        text = [f"{v:<28}" if i == 0 else (f"{v:>14.4g}" if isinstance(v, float) else f"{v!s:>14}")
+                for i, v in enumerate(cells)]
+        line = "  ".join(text)
+        lines.append(line if a.get("ok") else f"{line}  FAILED: {a.get('error') or a.get('skipped', '')[:120]}")
+    for summary in versus_trl(results["arms"]):
+        lines.append(json.dumps(summary))
+    return "\n".join(lines)
+
+
+def versus_trl(arms: list[dict]) -> list[dict]:
     out = []
-    for zero in sorted({z for z, _ in ok}):
-        packed, padded = ok.get((zero, True)), ok.get((zero, False))
-        if packed and padded:
-            out.append({
-                "zero": zero,
-                "tokens_per_s_packed_over_padded": packed["tokens_per_s"] / padded["tokens_per_s"],
-                "peak_mem_gib_packed": packed["peak_mem_gib"], "peak_mem_gib_padded": padded["peak_mem_gib"],
-                "max_abs_loss_diff": max(abs(a - b) for a, b in zip(packed["losses"], padded["losses"])),
-            })
+    for size in sorted({a.get("size") for a in arms if a.get("ok")} - {None}):
+        ok = [a for a in arms if a.get("ok") and a.get("size") == size and "tokens_per_s" in a]
+        trl = [a for a in ok if a["arm"].startswith("trl-") and a["arm"].count("-") == 1]
+        tso = [a for a in ok if a["arm"].startswith("z2-")]
+        if trl and tso:
+            best = max(tso, key=lambda a: a["tokens_per_s"])
+            out.append({"size": size, "best_tso_arm": best["arm"], "trl_arm": trl[0]["arm"],
+                        "tokens_per_s_over_trl": best["tokens_per_s"] / trl[0]["tokens_per_s"],
+                        "peak_mem_over_trl": best["peak_mem_gib"] / trl[0]["peak_mem_gib"]
+                        if trl[0]["peak_mem_gib"] else None})
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--pairs", type=int, default=1024)
-    parser.add_argument("--hidden", type=int, default=1536)
-    parser.add_argument("--layers", type=int, default=20)
+    parser.add_argument("--arms", default="", help="comma-separated arm names (benchmarks/gpu_arms.py)")
+    parser.add_argument("--table", action="store_true", help="print the table of OUT's results and stop")
+    parser.add_argument("--pairs", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=8, help="optimiser steps per arm (at most pairs/global batch)")
     parser.add_argument("--global-batch", type=int, default=64)
-    parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--arms", default="zero2_packed,zero2_padded,zero3_packed,zero3_padded",
-                        help=f"comma-separated, from {', '.join(ARMS)}")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
-                        help="--no-bf16 for a CPU smoke run of the script")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--tiny", action="store_true", help="a tiny model and short pairs whatever the arm's size")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card")
-    parser.add_argument("--arm-timeout", type=int, default=240)
-    args = parser.parse_args()
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        parser.error(f"--arms: unknown {', '.join(unknown)} (choose from {', '.join(ARMS)})")
+    parser.add_argument("--arm-timeout", type=float, default=150, help="seconds of training per arm")
+    parser.add_argument("--budget", type=float, default=0, help="seconds for this call's arms (0: no limit)")
+    parser.add_argument("--min-arm-s", type=float, default=25, help="an arm starts only with this much budget left")
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "tso-gpu-bench")
+    args = parser.parse_args(argv)
+    if args.table:
+        path = args.out / RESULTS
+        print(table(json.loads(path.read_text())) if path.exists() else f"no {path}")
+        return 0
+    names = [a.strip() for a in args.arms.split(",") if a.strip()]
+    try:
+        for name in names:
+            parse_arm(name)
+    except ArmError as exc:
+        parser.error(f"--arms: {exc}")
+    if not names:
+        parser.error("--arms: name at least one arm (or --table)")
+    if args.steps < 2 or args.steps * args.global_batch > args.pairs:
+        parser.error(f"--steps {args.steps}: must be ≥ 2 and ≤ pairs / global batch ({args.pairs // args.global_batch})")
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(os.environ.get("TMPDIR", "/tmp")) / "tso-gpu-bench"
-    shutil.rmtree(work, ignore_errors=True)  # a rerun must not find the last run's --out dirs
-    start = time.time()
-    model, snapshot, n_params = build(work, args.pairs, args.hidden, args.layers)
-    results = {
-        "n_params": n_params, "pairs": args.pairs, "build_s": round(time.time() - start, 1),
-        "environment": environment(),
-        "settings": {k: getattr(args, k) for k in ("global_batch", "micro_batch", "max_length", "bf16", "peak_tflops")},
-        "arms": [],
-    }
-    for name in arms:
-        zero, packing = ARMS[name]
-        arm = run_fit(name, model, snapshot, work / "runs", zero, packing, args)
-        if arm.get("ok"):
-            # tokens/s is measured over optimiser steps, which cost 6N FLOPs per token
-            # (forward + backward); attention FLOPs are left out, so this MFU is conservative.
-            flops_per_token = 6 * n_params
-            arm["mfu"] = arm["tokens_per_s"] * flops_per_token / (args.peak_tflops * 1e12)
-            arm["first_step_loss_minus_ln2"] = arm["first_step_loss"] - math.log(2)
-        results["arms"].append(arm)
-        results["packing_vs_padded"] = compare_packing(results["arms"])
-        print(json.dumps({k: v for k, v in arm.items() if k != "losses"}), flush=True)
-        (args.out / "train_gpu.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results["packing_vs_padded"]), flush=True)
+    run_arms(args, names)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

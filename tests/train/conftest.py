@@ -91,3 +91,63 @@ def th():
 
     return SimpleNamespace(write_snapshot=write_snapshot, hh_pairs=hh_pairs, MESSAGES=MESSAGES,
                            env=env_for_subprocess)
+
+
+def packed_llama(dtype, device: str = "cpu", layers: int = 2):
+    """A small Llama with grouped-query attention (4 heads, 2 key/value heads), SDPA attention."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=688, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      attn_implementation="sdpa")
+    return LlamaForCausalLM(cfg).to(device, dtype)
+
+
+def random_sequences(seed: int, lengths: list[int], vocab: int = 1000):
+    """EncodedSequences of the given lengths, each with a random answer start."""
+    import numpy as np
+
+    from tso_train.data import EncodedSequence
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in lengths:
+        labels = np.zeros(n, dtype=bool)
+        labels[rng.integers(1, n):] = True
+        out.append(EncodedSequence(rng.integers(0, vocab, n), labels))
+    return out
+
+
+def logps_and_grads(model, batch: dict, device: str = "cpu", kernel: str = "segments", backward: bool = True):
+    """Per-sequence summed log-probs, counts and every parameter's gradient of a weighted sum
+    (no gradients with ``backward=False``)."""
+    import torch
+
+    from tso_train.logprobs import SequenceLogps
+    from tso_train.step import to_device
+
+    model.zero_grad()
+    batch = to_device(batch, torch.device(device))
+    with torch.set_grad_enabled(backward):
+        sums, counts = SequenceLogps(model, packed="cu_seqlens" in batch, attention_kernel=kernel)(**batch)
+    if not backward:
+        return sums.float().cpu(), counts.cpu(), {}
+    (sums * torch.linspace(0.5, 1.5, len(sums), device=device)).sum().backward()
+    grads = {n: p.grad.float().clone() for n, p in model.named_parameters()}
+    return sums.detach().float().cpu(), counts.cpu(), grads
+
+
+def relative_error(a, b) -> float:
+    """‖a − b‖ / ‖b‖ in float64."""
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+
+
+@pytest.fixture(scope="session")
+def packed_cases():
+    """Helpers of the packed-attention tests (CPU and CUDA)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(llama=packed_llama, sequences=random_sequences, logps_and_grads=logps_and_grads,
+                           rel=relative_error)

@@ -119,13 +119,15 @@ def sequence_logps(
     fused_head: bool = False,
     position_ids: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    attention_kernel: str = "segments",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-prob of the labelled tokens of each sequence, and the number of such tokens.
 
     Token t (t ≥ 1) is scored by the model's output at position t-1. Either a right-padded batch
     (``attention_mask``) or one packed row (``position_ids`` and segment boundaries
     ``cu_seqlens``, from :func:`tso_train.packing.pack_sequences`, on a model switched to packed
-    attention) — the results are one per sequence either way. ``fused_head`` computes the LM head
+    attention, run with ``attention_kernel``, see tso_train.attention; keep ``cu_seqlens`` on the
+    host, where the row's layout is read once) — the results are one per sequence either way. ``fused_head`` computes the LM head
     chunk by chunk with recomputation in backward (no logits kept); never use it under ZeRO-3,
     whose partitioned head weight is only whole inside the head module's own call.
     """
@@ -136,12 +138,14 @@ def sequence_logps(
         n_seqs = input_ids.shape[0]
         rows = torch.arange(n_seqs, device=input_ids.device)[:, None].expand_as(targets)[targets]
     else:
-        from tso_train.packing import SEGMENTS_KWARG
+        from tso_train.attention import packed_row
+        from tso_train.packing import ROW_KWARG
 
         n_seqs = cu_seqlens.shape[0] - 1
+        row = packed_row(cu_seqlens, input_ids.device, attention_kernel)
         positions = torch.arange(1, input_ids.shape[1], device=input_ids.device)[targets[0]]
-        rows = torch.searchsorted(cu_seqlens.to(positions.device), positions, right=True) - 1
-        model_kwargs.update(position_ids=position_ids, **{SEGMENTS_KWARG: cu_seqlens})
+        rows = torch.searchsorted(row.cu_seqlens, positions.to(torch.int32), right=True) - 1
+        model_kwargs.update(position_ids=position_ids, **{ROW_KWARG: row})
     if _uses_plain_lm_head(model):
         hidden = model.base_model(**model_kwargs)[0]
         head = model.get_output_embeddings()
@@ -169,13 +173,14 @@ class SequenceLogps(nn.Module):
     """
 
     def __init__(self, lm: nn.Module, chunk_rows: int = DEFAULT_CHUNK_ROWS, fused_head: bool = False,
-                 packed: bool = False) -> None:
+                 packed: bool = False, attention_kernel: str = "segments") -> None:
         super().__init__()
         self.lm = lm
         self.chunk_rows = chunk_rows
         self.fused_head = fused_head
         self.packed = packed  # batches come packed (tso_train.packing); the lm uses packed attention
+        self.attention_kernel = attention_kernel  # how packed rows attend (tso_train.attention)
 
     def forward(self, input_ids, label_mask, attention_mask=None, position_ids=None, cu_seqlens=None):
         return sequence_logps(self.lm, input_ids, attention_mask, label_mask, self.chunk_rows, self.fused_head,
-                              position_ids=position_ids, cu_seqlens=cu_seqlens)
+                              position_ids=position_ids, cu_seqlens=cu_seqlens, attention_kernel=self.attention_kernel)

@@ -4,11 +4,12 @@ A padded micro-batch computes every layer on ``rows × longest`` positions, real
 padding alike (and keeps activations for all of them). Packed, the linear layers see only real
 tokens. Attention must not cross sequence
 boundaries, so the model runs with the ``tso_packed`` attention function registered below:
-given the packed segments' boundaries (``tso_cu_seqlens``), it runs causal SDPA per segment —
-compute ∝ Σ L_i², no N × N mask is ever built. RoPE positions restart at 0 in every segment
-(``position_ids``), so each sequence is computed exactly as it would be alone.
+given the row's layout (``tso_packed_row``, a tso_train.attention.PackedRow built once per
+micro-batch), it runs causal attention within each segment — one variable-length kernel call
+per layer on a GPU, compute ∝ Σ L_i², no N × N mask is ever built. RoPE positions restart at 0
+in every segment (``position_ids``), so each sequence is computed exactly as it would be alone.
 
-Without ``tso_cu_seqlens`` the function is plain SDPA with the usual masks, so a model switched
+Without ``tso_packed_row`` the function is plain SDPA with the usual masks, so a model switched
 to it still works for ordinary (padded) calls. Whether a run packs is ``--packing/--no-packing``,
 else the device's default (tso_train.speed.SpeedSwitches.packing).
 """
@@ -18,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from tso_train.attention import packed_attention
+
 PACKED_ATTENTION = "tso_packed"
-SEGMENTS_KWARG = "tso_cu_seqlens"
+ROW_KWARG = "tso_packed_row"  # the model-call keyword that carries a tso_train.attention.PackedRow
 
 
 def pack_sequences(seqs: Sequence) -> dict[str, torch.Tensor]:
@@ -51,40 +53,19 @@ def pack_sequences(seqs: Sequence) -> dict[str, torch.Tensor]:
     return {"input_ids": ids[None], "position_ids": positions[None], "label_mask": labels[None], "cu_seqlens": cu}
 
 
-def _segment_attention(query, key, value, bounds: list[int], dropout: float, scaling, sliding_window) -> torch.Tensor:
-    """Causal SDPA inside each segment of a packed row. query [1, H, N, D], key/value
-    [1, H_kv, N, D]; returns [1, N, H, D]."""
-    gqa = query.shape[1] != key.shape[1]
-    lengths = [e - s for s, e in zip(bounds[:-1], bounds[1:])]
-    outs = []
-    # split, not per-segment slicing: a slice's backward writes into a zeroed full-size gradient
-    # once per segment, split's backward concatenates once
-    for q, k, v in zip(query.split(lengths, dim=2), key.split(lengths, dim=2), value.split(lengths, dim=2)):
-        n = q.shape[2]
-        mask = None
-        if sliding_window is not None and n > sliding_window:
-            i = torch.arange(n, device=query.device)
-            mask = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < sliding_window)
-        outs.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=dropout,
-                                                   scale=scaling, enable_gqa=gqa).transpose(1, 2))
-    return torch.cat(outs, dim=1)  # one copy, already in the [1, N, H, D] layout o_proj reads
-
-
 def packed_attention_forward(module: nn.Module, query, key, value, attention_mask, dropout: float = 0.0,
                              scaling: float | None = None, **kwargs):
-    """A transformers attention function: per-segment causal SDPA for packed rows, else SDPA."""
+    """A transformers attention function: attention within each segment of a packed row (the
+    row's layout and kernel come in ``tso_packed_row``, see tso_train.attention), else SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    cu = kwargs.pop(SEGMENTS_KWARG, None)
-    if cu is None:
+    row = kwargs.pop(ROW_KWARG, None)
+    if row is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     for name in ("softcap", "s_aux"):
         if kwargs.get(name) is not None:
             raise NotImplementedError(f"packed attention does not support {name}")
-    if query.shape[0] != 1:
-        raise ValueError("packed attention expects one packed row")
-    bounds = cu.tolist() if isinstance(cu, torch.Tensor) else list(cu)
-    return _segment_attention(query, key, value, bounds, dropout, scaling, kwargs.get("sliding_window")), None
+    return packed_attention(query, key, value, row, scaling, kwargs.get("sliding_window"), dropout), None
 
 
 def _packed_mask(*args, attention_mask=None, **kwargs):

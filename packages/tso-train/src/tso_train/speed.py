@@ -12,6 +12,15 @@ fast one is tested against (``SpeedSwitches.readable()`` turns every switch off)
 * ``pack_on_cpu``, ``pack_on_gpu``: the default of ``--packing/--no-packing``, one packed row per
   micro-batch (tso_train.packing). Tested against padded micro-batches
   (tests/train/test_train_fit.py).
+* ``varlen_attention``: a packed row attends with ONE variable-length flash-attention call per
+  layer on CUDA (bf16/fp16) instead of one SDPA call per sequence (tso_train.attention). Tested
+  against padded micro-batches (tests/train/test_train_cuda.py, on a GPU; the glue on CPU in
+  tests/train/test_train_attention.py).
+* ``flex_attention`` (off by default): where varlen attention does not run, one compiled
+  ``flex_attention`` call per layer with a block-diagonal mask instead of per-sequence SDPA.
+  Tested like ``varlen_attention``.
+* ``compile_layers`` (off by default): each decoder layer through ``torch.compile`` (ZeRO 0-2,
+  GPU only; the first steps pay for the compilation).
 * ``fused_adamw``: torch's fused AdamW kernel on CPU.
 * ``skip_identity_allreduce``: one rank at ZeRO 0 skips DeepSpeed's gradient-bucket "reduce",
   an identity there.
@@ -55,6 +64,9 @@ class SpeedSwitches:
     trim_heap: bool = True
     pack_on_cpu: bool = True
     pack_on_gpu: bool = False
+    varlen_attention: bool = True
+    flex_attention: bool = False
+    compile_layers: bool = False
     fused_adamw: bool = True
     skip_identity_allreduce: bool = True
     skip_inference_comm_op: bool = True
@@ -119,3 +131,25 @@ def apply_model_switches(model: nn.Module, switches: SpeedSwitches, zero_stage: 
         from tso_train.mlp import use_lean_mlp
 
         use_lean_mlp(model)
+    if switches.compile_layers and zero_stage < 3:
+        compile_decoder_layers(model)
+
+
+def compile_decoder_layers(model: nn.Module) -> int:
+    """``torch.compile`` each decoder layer in place (dynamic shapes: micro-batch lengths vary);
+    returns how many. Layers of one model share the compiled code."""
+    layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
+def packed_attention_kernel(switches: SpeedSwitches, on_cuda: bool) -> str:
+    """The kernel packed rows attend with (tso_train.attention.choose_kernel).
+
+    >>> packed_attention_kernel(SpeedSwitches(), on_cuda=False)
+    'segments'
+    """
+    from tso_train.attention import choose_kernel
+
+    return choose_kernel(switches.varlen_attention, switches.flex_attention, "cuda" if on_cuda else "cpu")

@@ -58,5 +58,10 @@ def engine_device(engine) -> torch.device:
     return next(engine.module.parameters()).device
 
 
+# a packed row's boundaries stay on the host: the forward reads them there once per micro-batch
+# (tso_train.attention.packed_row) instead of reading a device copy back
+HOST_SIDE_KEYS = ("cu_seqlens",)
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in batch.items()}
+    return {k: v if k in HOST_SIDE_KEYS else v.to(device) for k, v in batch.items()}

@@ -28,7 +28,7 @@ from tso_train.packing import enable_packing
 from tso_train.resume import Position, ResumePoint, open_run
 from tso_train.schedule import PartPlan, cosine_lr, epoch_order
 from tso_train.settings import EngineSettings
-from tso_train.speed import apply_model_switches, heap_trimmer
+from tso_train.speed import apply_model_switches, heap_trimmer, packed_attention_kernel
 from tso_train.step import optimizer_step
 
 
@@ -56,7 +56,8 @@ class Trainer:
         run.json (``details`` + fingerprint), or the checkpoint a resume continues from."""
         on_cuda = torch.cuda.is_available()
         packed = cfg.speed.packing(cfg.packing, on_cuda) and enable_packing(lm)
-        module = SequenceLogps(lm, packed=packed, fused_head=cfg.speed.fused_lm_head)
+        module = SequenceLogps(lm, packed=packed, fused_head=cfg.speed.fused_lm_head,
+                               attention_kernel=packed_attention_kernel(cfg.speed, on_cuda))
         engine = initialize(module, cfg, global_batch, weight_decay_module=lm)
         apply_model_switches(lm, cfg.speed, engine.zero_optimization_stage())
         out = Path(cfg.out)
