@@ -61,7 +61,7 @@ def test_shard_merge_is_idempotent_and_cleans_up(catalog: Catalog) -> None:
     now = datetime(2024, 1, 1)
     rows = pa.table(
         {
-            "failure_id": ["a", "b"],
+            "failure_id": ["000000000000000a", "000000000000000b"],
             "task": ["generate"] * 2,
             "model": ["m"] * 2,
             "prompt_id": ["p1", "p2"],

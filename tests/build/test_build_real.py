@@ -202,7 +202,7 @@ def test_cli_build_dry_run_rebuild_strict_and_snapshots(cross_version: Catalog) 
     [
         (["--base-model", "ghost"], "base_model 'ghost' is not in the models table"),
         (["--negative", "older-and-smaller"], "negative pool is empty"),
-        (["--negative-weight", "davinci=-1"], "weights must be >= 0"),
+        (["--negative-weight", "davinci=-1"], "--negative-weight 'davinci=-1': a weight is a finite number >= 0"),
         (["--matrix-ratio", "0.5"], "no scored base answers"),
     ],
 )

@@ -97,9 +97,11 @@ def test_backend_errors_are_stored_as_errors_and_retried(small_catalog, scripted
     assert out["written"] == {"ok": 1}
     assert [(r["status"], r["attempts"]) for r in rows(catalog, "j")] == [("ok", 2)]
     scripted([None])
-    out = json.loads(invoke("judge", "-c", str(catalog.root), "--judge", "j2", "--model", "m-big",
-                            "--max-attempts", "1", "--json").output)
-    assert out["errors"] == {"HTTP 500: server error": 1}
+    # every request of this run failed: exit 2 with one line, the error row kept for the retry
+    failed = invoke("judge", "-c", str(catalog.root), "--judge", "j2", "--model", "m-big", "--max-attempts", "1", "--json")
+    assert failed.exit_code == 2 and failed.stdout == ""
+    assert failed.stderr.strip() == ("error: judge j2: every request failed (1 of 1; e.g. HTTP 500: server error); "
+                                     "the failed judgments are stored as 'error' and retried next run")
     [row] = rows(catalog, "j2")
     assert (row["status"], row["score"], row["raw_text"]) == ("error", None, "HTTP 500: server error")
 

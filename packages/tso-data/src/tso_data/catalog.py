@@ -14,26 +14,33 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from tso_data.errors import CatalogLockedError, TSODataError
+from tso_data.errors import CatalogLockedError, TSODataError, one_line
 from tso_data.schema import CATALOG_SCHEMA_VERSION, TABLES, create_statements, key_of
 
 DB_FILE = "catalog.duckdb"
 # Files readable by the stock `duckdb` CLI of the 1.5 line too (FACTS.md).
 STORAGE_COMPATIBILITY = "v1.5.0"
 HUMAN_SOURCE = "human"
+LOCK_POLL_MAX_S = 0.1  # longest sleep between two tries to open a locked catalog
+# tables newer than some catalogs, created by the first command that needs them
+ON_DEMAND_TABLES = frozenset({"verdicts"})
+GENERATION_KEY = "write_generation"  # meta row: committed write transactions (read_generation)
+T = TypeVar("T")
 
 
 class Catalog:
     def __init__(self, root: str | os.PathLike[str], lock_timeout_s: float = 10.0) -> None:
         self.root = Path(root)
         self.lock_timeout_s = lock_timeout_s
+        self._schema_checked = False  # every table present: checked on the first connection
 
     @property
     def db_path(self) -> Path:
@@ -58,10 +65,21 @@ class Catalog:
     def init(cls, root: str | os.PathLike[str]) -> "Catalog":
         """Create the catalog directory and tables (idempotent)."""
         catalog = cls(root)
-        catalog.root.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(
-            str(catalog.db_path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
-        )
+        if catalog.root.exists() and not catalog.root.is_dir():
+            raise TSODataError(f"{catalog.root}: exists and is not a directory; choose another catalog path")
+        try:
+            catalog.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TSODataError(f"{catalog.root}: cannot create the catalog directory ({exc.strerror})") from None
+        try:
+            con = duckdb.connect(
+                str(catalog.db_path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY}
+            )
+        except duckdb.Error as exc:
+            raise TSODataError(
+                f"{catalog.db_path}: cannot open as a catalog database ({one_line(str(exc))}); "
+                "nothing was changed: move the file away or choose another directory"
+            ) from None
         try:
             con.execute("BEGIN")
             for stmt in create_statements():
@@ -112,6 +130,7 @@ class Catalog:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
+                bump_generation(con)
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
@@ -119,22 +138,40 @@ class Catalog:
         finally:
             con.close()
 
-    def _open_with_retry(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def retry_on_lock(self, open_: Callable[[], T]) -> T:
+        """``open_()`` (a connect or an ATTACH of the database), retried while another
+        process holds the lock, for up to ``lock_timeout_s``; then one clear error."""
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.db_path), read_only=read_only)
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise TSODataError(f"{self.db_path}: cannot open: {exc}") from exc
+                return open_()
+            except duckdb.Error as exc:
+                if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
+                    raise TSODataError(f"{self.db_path}: cannot open the catalog database: {one_line(str(exc))}") from None
                 if time.monotonic() >= deadline:
                     raise CatalogLockedError(
                         f"{self.db_path}: catalog is locked by another process "
                         f"(waited {self.lock_timeout_s:.0f} s); retry when it finishes"
                     ) from exc
                 time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                # short polls: a large ingest frees the lock between its chunks for ~0.15 s
+                delay = min(delay * 2, LOCK_POLL_MAX_S)
+
+    def check_schema_once(self, con: duckdb.DuckDBPyConnection) -> None:
+        """:func:`check_tables` on the first connection of this Catalog object."""
+        if not self._schema_checked:
+            check_tables(con, self.db_path)
+            self._schema_checked = True
+
+    def _open_with_retry(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        con = self.retry_on_lock(lambda: duckdb.connect(str(self.db_path), read_only=read_only))
+        try:
+            self.check_schema_once(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     # -- convenience reads ---------------------------------------------------------------
 
@@ -148,6 +185,38 @@ class Catalog:
             return None if row is None else row[0]
 
 
+def read_generation(con: duckdb.DuckDBPyConnection) -> int:
+    """How many write transactions the catalog has committed through :meth:`Catalog.connect`
+    (and staged writes): a writer that checked the catalog earlier compares it to know
+    whether its checks still hold."""
+    rows = con.execute("SELECT max(CAST(value AS BIGINT)) FROM meta WHERE key = ?", [GENERATION_KEY]).fetchall()
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+def bump_generation(con: duckdb.DuckDBPyConnection) -> None:
+    """Count one more committed write (inside the writer's transaction)."""
+    con.execute(
+        "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS VARCHAR) WHERE key = ?", [GENERATION_KEY]
+    )
+    if _changes(con) == 0:
+        con.execute("INSERT INTO meta VALUES (?, '1')", [GENERATION_KEY])
+
+
+def check_tables(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
+    """Every table of the schema must be there: a table dropped by hand (``tso-data sql
+    --write "DROP TABLE ..."``) is named, with the way back, instead of failing later
+    inside some query."""
+    present = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_catalog = current_database()"
+    ).fetchall()}
+    missing = [t for t in TABLES if t not in present and t not in ON_DEMAND_TABLES]
+    if missing:
+        raise TSODataError(
+            f"{db_path}: table(s) {', '.join(missing)} missing (dropped?); the catalog cannot be used "
+            f"as it is: `tso-data init {db_path.parent}` recreates them empty, or restore the file from a backup"
+        )
+
+
 def insert_new(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> int:
     """Insert the rows of ``source_sql`` whose key is not yet in ``table``.
 
@@ -155,7 +224,7 @@ def insert_new(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> i
     Returns the number of rows inserted.
     """
     key = key_of(table)
-    columns = _columns(con, table)
+    columns = table_columns(con, table)
     cols = ", ".join(columns)
     con.execute(
         f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ({source_sql}) AS src "
@@ -167,7 +236,7 @@ def insert_new(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> i
 def replace_rows(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) -> int:
     """Upsert: rows of ``source_sql`` replace rows with the same key (judgment retries)."""
     key = key_of(table)
-    columns = _columns(con, table)
+    columns = table_columns(con, table)
     cols = ", ".join(columns)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _replace_src AS SELECT {cols} FROM ({source_sql})")
     con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _replace_src)")
@@ -177,7 +246,8 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, source_sql: str) ->
     return n
 
 
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The columns of catalog table ``table``, in order."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}")
     rows = con.execute(

@@ -29,3 +29,13 @@ def located(path: object, row: int | None, field: str | None, message: str) -> T
     if field is not None:
         return TSODataError(f"{where}: field '{field}': {message}")
     return TSODataError(f"{where}: {message}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with its whitespace runs (newlines included) collapsed: error messages
+    print as one line.
+
+    >>> one_line("Catalog Error: x\\nLINE 1: select")
+    'Catalog Error: x LINE 1: select'
+    """
+    return " ".join(text.split())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -33,8 +34,13 @@ class ModelInfo:
         return self.kind == "human"
 
 
+_DOTTED_RE = re.compile(r"[vV]?(\d{1,3}(?:\.\d{1,3}){1,2})")
+_PART_BASE = 1000  # each part of a dotted version below 1000: 3.10 -> 3·10^6 + 10·10^3
+
+
 def version_order(version: str) -> int:
-    """Orderable key of a version: an integer as itself, an ISO date as YYYYMMDD.
+    """Orderable key of a version: an integer as itself, a dotted version (up to three
+    parts, each below 1000) as major·10⁶ + minor·10³ + patch, an ISO date as YYYYMMDD.
 
     >>> version_order("3")
     3
@@ -42,22 +48,66 @@ def version_order(version: str) -> int:
     20240601
     >>> version_order("v2")
     2
+    >>> version_order("v1.3"), version_order("3.10"), version_order("2.5.1")
+    (1003000, 3010000, 2005001)
     >>> version_order("beta")
     Traceback (most recent call last):
     ...
-    tso_data.errors.TSODataError: version 'beta': expected an integer (e.g. 2 or v2) or a date (YYYY-MM-DD)
+    tso_data.errors.TSODataError: version 'beta': expected an integer (2, v2), a dotted version (3.1, v1.3) or a date (YYYY-MM-DD); for other names give --version-order
     """
     text = version.strip()
     m = re.fullmatch(r"[vV]?(\d+)", text)
     if m:
         return int(m.group(1))
+    parts = dotted_parts(text)
+    if parts is not None:
+        return _packed(parts)
     try:
         d = date.fromisoformat(text)
     except ValueError:
         raise TSODataError(
-            f"version {version!r}: expected an integer (e.g. 2 or v2) or a date (YYYY-MM-DD)"
+            f"version {version!r}: expected an integer (2, v2), a dotted version (3.1, v1.3) or a date "
+            "(YYYY-MM-DD); for other names give --version-order"
         ) from None
     return d.year * 10000 + d.month * 100 + d.day
+
+
+def dotted_parts(version: str | None) -> tuple[int, ...] | None:
+    """The numeric parts of an integer or dotted version ('v3.1' -> (3, 1)), else None.
+
+    >>> dotted_parts("v3.1"), dotted_parts("7"), dotted_parts("2024-06-01")
+    ((3, 1), (7,), None)
+    """
+    if version is None:
+        return None
+    text = version.strip()
+    if re.fullmatch(r"[vV]?\d+", text):
+        return (int(text.lstrip("vV")),)
+    m = _DOTTED_RE.fullmatch(text)
+    return tuple(int(p) for p in m.group(1).split(".")) if m else None
+
+
+def _packed(parts: tuple[int, ...]) -> int:
+    padded = (*parts, 0, 0)[:3]
+    return (padded[0] * _PART_BASE + padded[1]) * _PART_BASE + padded[2]
+
+
+def version_key(version: str | None, order: int | None) -> tuple[int, ...] | None:
+    """How two versions of a family compare: the numeric parts of an integer or dotted
+    version (so 3 < 3.1 < 3.10 < 4), else the stored order (a date, an explicit
+    --version-order) alone; None = off the version axis.
+
+    >>> sorted(["4", "3.10", "3", "3.1"], key=lambda v: version_key(v, version_order(v)))
+    ['3', '3.1', '3.10', '4']
+    >>> version_key("chat", 7), version_key("chat", None)
+    ((7,), None)
+    """
+    if order is None:
+        return None
+    parts = dotted_parts(version)
+    if parts is not None and (len(parts) == 1 and parts[0] == order or len(parts) > 1 and _packed(parts) == order):
+        return parts
+    return (order,)
 
 
 def model_info(
@@ -78,8 +128,8 @@ def model_info(
         raise TSODataError(f"model name {name!r}: use letters, digits and . _ : / @ + -")
     if name == HUMAN_SOURCE:
         raise TSODataError("'human' is the built-in source of human answers; pick another name")
-    if size_b is not None and size_b <= 0:
-        raise TSODataError(f"model {name!r}: --size-b must be > 0 (billions of parameters)")
+    if size_b is not None and (not math.isfinite(size_b) or size_b <= 0):
+        raise TSODataError(f"model {name!r}: --size-b must be a finite number > 0 (billions of parameters), got {size_b!r}")
     if order is None:
         try:
             order = version_order(str(version))

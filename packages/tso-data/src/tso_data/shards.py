@@ -20,7 +20,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tso_data.catalog import Catalog, insert_new, replace_rows
+from tso_data.catalog import Catalog, insert_new, replace_rows, table_columns
+from tso_data.schema import key_of
+from tso_data.shard_rules import check_shard_rows
 
 
 @contextmanager
@@ -105,18 +107,24 @@ def merge_shards(catalog: Catalog, table_name: str, replace: bool = False) -> in
     shards = pending_shards(catalog, table_name)
     if not shards:
         return 0
-    files = ", ".join(f"'{p.as_posix()}'" for p in shards)
-    from tso_data.schema import key_of
-
     key = key_of(table_name)
+    staged = "_shard_rows"
     # filename ordering = write order is not guaranteed across machines; ties on key are
     # resolved by the newest created_at, then by file name, deterministically.
     source = (
-        f"SELECT * EXCLUDE (filename) FROM read_parquet([{files}], union_by_name=true, filename=true) "
+        f"SELECT * EXCLUDE (filename, file_row_number) FROM {staged} "
         f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY created_at DESC, filename DESC) = 1"
     )
     with catalog.connect(read_only=False) as con:
+        # the paths are a parameter: a catalog path may hold any character, quotes included
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {staged} AS SELECT * FROM read_parquet($files, "
+            "union_by_name = true, filename = true, file_row_number = true)",
+            {"files": [p.as_posix() for p in shards]},
+        )
+        check_shard_rows(con, staged, table_name, table_columns(con, table_name))
         added = replace_rows(con, table_name, source) if replace else insert_new(con, table_name, source)
+        con.execute(f"DROP TABLE {staged}")
     for path in shards:
         path.unlink(missing_ok=True)
     return added

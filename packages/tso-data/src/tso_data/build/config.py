@@ -17,9 +17,10 @@ Pool resolution against the `models` table (DESIGN.md §1):
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import polars as pl
 
 from tso_data.errors import TSODataError
 from tso_data.ids import canonical_json
+from tso_data.matrix import version_key
 from tso_data.scoring import TAU_MODES, check_weights
 
 NEWEST_LARGEST = "newest-largest"
@@ -77,6 +79,8 @@ class RoundConfig:
     tau_value: float | None
     pairing: str
     rubric_weights: dict[str, float]
+    # about the configuration itself (e.g. a round without its own table); not part of it
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested like round.toml (what goes into the snapshot's ``tso.config``)."""
@@ -120,12 +124,7 @@ def load_round_config(
     path: Path | None, round_: int, overrides: Mapping[str, Any] | None = None
 ) -> RoundConfig:
     """defaults ← round.toml top level ← ``[round.R]`` ← ``overrides`` (flags, nested dict)."""
-    raw: dict[str, Any] = {}
-    if path is not None and path.is_file():
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise TSODataError(f"{path}: invalid TOML: {exc}") from None
+    raw = _read_toml(path) if path is not None and path.exists() else {}
     where = str(path) if path is not None else "round config"
     rounds = raw.pop("round", {})
     if not isinstance(rounds, dict):
@@ -139,7 +138,40 @@ def load_round_config(
         _merge_checked(merged, rounds[str(round_)], f"{where} [round.{round_}]", ())
     if overrides:
         _merge_checked(merged, dict(overrides), "command line", ())
-    return _validate(merged, round_, where)
+    notes = _round_table_notes(rounds, round_, merged["base_model"], where, overrides)
+    return replace(_validate(merged, round_, where), notes=notes)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TSODataError(f"{path}: not a file (the round configuration is a TOML file)")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise TSODataError(f"{path}: invalid TOML: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError:
+        raise TSODataError(f"{path}: not valid UTF-8") from None
+    except RecursionError:
+        raise TSODataError(f"{path}: invalid TOML: nested too deeply") from None
+    except OSError as exc:
+        raise TSODataError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _round_table_notes(
+    rounds: dict[str, Any], round_: int, base: object, where: str, overrides: Mapping[str, Any] | None
+) -> tuple[str, ...]:
+    """Round R > 1 without a [round.R] table would silently reuse the top-level base model
+    (round 1's) and rebuild round 1's pairs under a new id: refused when the file names the
+    bases of other rounds (R's was forgotten), else a warning; --base-model settles it."""
+    if round_ <= 1 or str(round_) in rounds or (overrides and "base_model" in overrides):
+        return ()
+    how = (f'add [round.{round_}] with base_model = "..." (the policy trained in round {round_ - 1}) '
+           "or pass --base-model NAME")
+    if rounds:
+        named = ", ".join(f"[round.{k}]" for k in sorted(rounds, key=int))
+        raise TSODataError(f"{where}: no [round.{round_}] table (the file has {named}): {how}")
+    return (f"{where} has no [round.{round_}] table: round {round_} uses the top-level base_model {base!r}; "
+            f"if that is round 1's base, the pairs are round 1's again: {how}",)
 
 
 def _merge_checked(into: dict[str, Any], new: Mapping[str, Any], where: str, prefix: tuple[str, ...]) -> None:
@@ -179,8 +211,8 @@ def _validate(c: dict[str, Any], round_: int, where: str) -> RoundConfig:
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
         raise fail("max_pairs_per_prompt", f"expected an integer >= 1, got {cap!r}")
     seed = c["seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise fail("seed", f"expected a non-negative integer, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise fail("seed", f"expected an integer from 0 to 2^63 - 1, got {seed!r}")
     mix = {k: _number(v, f"mix.{k}", where) for k, v in c["mix"].items()}
     check_weights(mix, f"{where}: mix")
     total = mix["matrix"] + mix["base"]
@@ -203,6 +235,8 @@ def _validate(c: dict[str, Any], round_: int, where: str) -> RoundConfig:
     tau_value = c["tau"]["value"]
     if tau_value is not None:
         tau_value = _number(tau_value, "tau.value", where)
+        if not math.isfinite(tau_value):
+            raise fail("tau.value", f"τ must be a finite number (a score on the judge's scale), got {tau_value!r}")
     if tau_mode == "fixed" and tau_value is None:
         raise fail("tau.value", 'tau.mode = "fixed" needs a value (or --tau)')
     pairing = c["base_pairs"]["pairing"]
@@ -261,11 +295,9 @@ def resolve_pools(config: RoundConfig, models: pl.DataFrame) -> ResolvedPools:
     if base["kind"] != "model":
         raise TSODataError(f"base_model {config.base_model!r} is a {base['kind']} source, not a model")
     family = base["family"]
-    cells = [
-        r for r in by_name.values()
-        if r["kind"] == "model" and r["family"] == family and family is not None
-        and r["version_order"] is not None and r["size_b"] is not None
-    ]
+    members = [r for r in by_name.values() if r["kind"] == "model" and r["family"] == family and family is not None]
+    cells = [r for r in members if _key(r) is not None and r["size_b"] is not None]
+    off_axis = _off_axis(members)
     warnings: list[str] = []
     membership: dict[str, list[str]] = {}
 
@@ -283,10 +315,10 @@ def resolve_pools(config: RoundConfig, models: pl.DataFrame) -> ResolvedPools:
             if not cells:
                 raise TSODataError(
                     f"positive.sources: '{NEWEST_LARGEST}' needs cells of family {family!r} with "
-                    "a version and a size; none found"
+                    f"an orderable version and a size; none found{off_axis}"
                 )
             largest = max(r["size_b"] for r in cells)
-            top = max((r for r in cells if r["size_b"] == largest), key=lambda r: (r["version_order"], r["name"]))
+            top = max((r for r in cells if r["size_b"] == largest), key=lambda r: (_key(r), r["name"]))
             if top["name"] == config.base_model:
                 raise TSODataError(
                     f"positive.sources: '{NEWEST_LARGEST}' resolves to the base model "
@@ -307,19 +339,21 @@ def resolve_pools(config: RoundConfig, models: pl.DataFrame) -> ResolvedPools:
     negative_items: dict[str, list[str]] = {}
     for item in config.negative_sources:
         if item in NEGATIVE_RULES:
-            bv, bs = base["version_order"], base["size_b"]
+            bv, bs = _key(base), base["size_b"]
             if bv is None or bs is None:
+                why = "its version is not orderable" if bv is None else "its size is unknown"
                 raise TSODataError(
-                    f"negative.sources: rule {item!r} needs the base model's version and size "
-                    f"({config.base_model!r} has version={base['version']!r}, size_b={bs!r})"
+                    f"negative.sources: rule {item!r} needs the base model's version and size, and {why} "
+                    f"({config.base_model!r} has version={base['version']!r}, size_b={bs!r}); "
+                    "re-add it with --version-order N or --size-b S"
                 )
-            members = []
-            for r in sorted(cells, key=lambda r: (r["size_b"], r["version_order"], r["name"])):
-                older, smaller = r["version_order"] < bv, r["size_b"] < bs
+            hits = []
+            for r in sorted(cells, key=lambda r: (r["size_b"], _key(r), r["name"])):
+                older, smaller = _key(r) < bv, r["size_b"] < bs
                 hit = (older or smaller) if item == OLDER_OR_SMALLER else (older and smaller)
                 if hit and r["name"] != config.base_model and r["name"] not in positive:
-                    members.append(r["name"])
-            negative_items[item] = members
+                    hits.append(r["name"])
+            negative_items[item] = hits
         else:
             negative_items[item] = named(item, "negative")
             if item in positive:
@@ -339,7 +373,7 @@ def resolve_pools(config: RoundConfig, models: pl.DataFrame) -> ResolvedPools:
             raise TSODataError(
                 f"negative pool is empty: no cell of family {family!r} matches "
                 f"{', '.join(config.negative_sources)} for base {config.base_model!r}; "
-                "list negatives explicitly or set mix.matrix = 0"
+                f"list negatives explicitly or set mix.matrix = 0{off_axis}"
             )
     return ResolvedPools(
         base_model=config.base_model,
@@ -349,6 +383,21 @@ def resolve_pools(config: RoundConfig, models: pl.DataFrame) -> ResolvedPools:
         membership=membership,
         warnings=warnings,
     )
+
+
+def _key(row: dict[str, Any]) -> tuple[int, ...] | None:
+    return version_key(row["version"], row["version_order"])
+
+
+def _off_axis(members: list[dict[str, Any]]) -> str:
+    """Why models of the family are not cells of the matrix (for an error message), or ''."""
+    reasons = []
+    for r in sorted(members, key=lambda r: r["name"]):
+        if _key(r) is None:
+            reasons.append(f"{r['name']} (version {r['version']!r} is not orderable: re-add it with --version-order N)")
+        elif r["size_b"] is None:
+            reasons.append(f"{r['name']} (no size: re-add it with --size-b S)")
+    return f"; off the matrix: {', '.join(reasons)}" if reasons else ""
 
 
 def _weighted(items: dict[str, list[str]], weights: dict[str, float], pool: str) -> dict[str, float]:

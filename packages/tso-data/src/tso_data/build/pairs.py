@@ -111,7 +111,9 @@ def _chain(seed: int, stream: int, *keys: pl.Series | np.ndarray | int) -> np.nd
     """The 64-bit hash behind :func:`uniform`; ``_chain(..., a, b)`` extended by a key ``c``
     is ``_splitmix(h ^ c)``, so a prefix shared by many draws is hashed once."""
     with np.errstate(over="ignore"):
-        h = _splitmix(np.array([seed * 1_000_003 + stream], dtype=np.uint64))
+        # modulo 2^64, as the rest of the hash: any seed up to 2^63 - 1 (seeds below ~9e12, so
+        # every snapshot built so far, give the same numbers as before)
+        h = _splitmix(np.array([(seed * 1_000_003 + stream) & 0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64))
         for key in keys:
             arr = key.to_numpy() if isinstance(key, pl.Series) else key
             h = _splitmix(h ^ np.asarray(arr).astype(np.uint64, copy=False))

@@ -18,6 +18,7 @@ from tso_data.build.snapshot import SCHEMA_VERSION, write_snapshot
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
 from tso_data.ids import canonical_json
+from tso_data.matrix import version_key
 from tso_data.scoring import aggregate_scores
 
 LENGTH_IMBALANCE = 2.0  # warn when mean chosen length / mean rejected length leaves [1/x, x]
@@ -34,6 +35,7 @@ class RoundBuild:
     created: bool = False
     lengths: dict[str, float] = field(default_factory=dict)
     cells: list[dict[str, Any]] = field(default_factory=list)
+    tau_problem: str | None = None  # τ is why no base pair could be built
 
 
 def load_models(catalog: Catalog) -> pl.DataFrame:
@@ -53,6 +55,8 @@ def load_inputs(
             return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())  # type: ignore[return-value]
 
         prompts = frame("SELECT prompt_id, messages, n_turns, split FROM prompts WHERE split = ?", [config.split])
+        if prompts.height == 0:
+            raise unknown_split(con, config.split, "split in round.toml or --split")
         answers = frame("SELECT answer_id, prompt_id, source, turns FROM answers WHERE list_contains(?, source)", [sources])
         responses = frame("SELECT response_id, prompt_id, model, turns FROM responses WHERE list_contains(?, model)", [sources])
         counts = dict(con.sql(
@@ -78,6 +82,13 @@ def load_inputs(
     }
     inputs = BuildInputs(prompts=prompts, answers=answers, responses=responses, scores=scores)
     return inputs, {str(k): int(v) for k, v in counts.items()}, fingerprint
+
+
+def unknown_split(con: object, split: str, how: str) -> TSODataError:
+    """The error for a split no prompt has, listing the splits there are."""
+    splits = [r[0] for r in con.execute("SELECT DISTINCT split FROM prompts ORDER BY 1").fetchall()]  # type: ignore[attr-defined]
+    there = ", ".join(repr(s) for s in splits) if splits else "none: ingest prompts first"
+    return TSODataError(f"split {split!r} is unknown: no prompt has it (the catalog's splits: {there}); set the {how}")
 
 
 def fingerprint_ids(ids: pl.Series) -> str:
@@ -115,6 +126,10 @@ def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
     fingerprint["models"] = fingerprint_ids(models["name"])
     result = build_pairs(inputs, config, pools)
     build = RoundBuild(config=config, pools=pools, result=result, inputs_fingerprint=fingerprint)
+    result.warnings[:0] = list(config.notes)
+    build.tau_problem = tau_problem(config, result)
+    if build.tau_problem:
+        result.warnings.append(build.tau_problem)
     build.cells = matrix_cells(models, counts, pools)
     build.lengths = length_stats(result.pairs)
     c, r = build.lengths.get("chosen_chars", 0.0), build.lengths.get("rejected_chars", 0.0)
@@ -126,11 +141,32 @@ def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
     return build
 
 
+def tau_problem(config: RoundConfig, result: BuildResult) -> str | None:
+    """When τ itself leaves no base pair (every scored base answer on one side of it),
+    say so with τ's value, instead of only "no pair could be built"."""
+    if config.mix_base <= 0 or result.available["base"] > 0 or result.tau is None:
+        return None
+    none_above = result.skipped.get("base: no answer above τ", 0)
+    none_below = result.skipped.get("base: no answer at or below τ", 0)
+    if none_above and not none_below:
+        side = "at or below it: no base answer is a positive"
+    elif none_below and not none_above:
+        side = "above it: no base answer is a negative"
+    else:
+        return None
+    return (f"τ = {result.tau:g} ({config.tau_mode}) has every scored base answer {side}; "
+            "set τ within the range of the judge's scores (tau.value / --tau)")
+
+
 def matrix_cells(models: pl.DataFrame, counts: dict[str, int], pools: ResolvedPools) -> list[dict[str, Any]]:
     """Every cell of the base model's family (and every pool source) with its role and
     number of answers in the catalog: the pool membership the dry-run shows."""
     rows = []
-    for m in models.sort("family", "size_b", "version_order", "name", nulls_last=True).to_dicts():
+    def order(m: dict[str, Any]) -> tuple[object, ...]:
+        key = version_key(m["version"], m["version_order"])
+        return (m["family"] is None, m["family"] or "", m["size_b"] is None, m["size_b"] or 0, key is None, key or (), m["name"])
+
+    for m in sorted(models.to_dicts(), key=order):
         name = m["name"]
         in_family = m["kind"] == "model" and m["family"] == pools.base_family and pools.base_family is not None
         if not (in_family or name in pools.positive or name in pools.negative):
@@ -187,9 +223,25 @@ def write_round(catalog: Catalog, build: RoundBuild) -> RoundBuild:
         catalog.snapshots_dir(build.config.round),
     )
     build.snapshot_id, build.path, build.created = snapshot_id, path, created
+    try:
+        _record_snapshot(catalog, build, config_dict, n_rows)
+    except BaseException:
+        if created:  # no snapshot file without its row (the next build writes it again)
+            path.unlink(missing_ok=True)
+        raise
+    return build
+
+
+def _record_snapshot(catalog: Catalog, build: RoundBuild, config_dict: dict[str, Any], n_rows: int) -> None:
+    snapshot_id, path = build.snapshot_id, build.path
+    assert snapshot_id is not None and path is not None
     counts = build.result.counts
     with catalog.connect(read_only=False) as con:
         exists = con.execute("SELECT count(*) FROM snapshots WHERE snapshot_id = ?", [snapshot_id]).fetchone()
+        if exists and exists[0] and build.created:
+            build.result.warnings.append(
+                f"the file of snapshot {snapshot_id} was damaged (truncated, or not this snapshot) and was written again"
+            )
         if not exists or exists[0] == 0:
             con.execute(
                 "INSERT INTO snapshots (snapshot_id, round, path, schema_version, base_model, seed, tau, "
@@ -207,7 +259,6 @@ def write_round(catalog: Catalog, build: RoundBuild) -> RoundBuild:
                     }),
                 ],
             )
-    return build
 
 
 def _prompts_of(catalog: Catalog, build: RoundBuild) -> pl.DataFrame:

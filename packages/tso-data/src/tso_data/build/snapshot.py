@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tso_data.build.pairs import pair_ids
+from tso_data.errors import TSODataError
 from tso_data.ids import canonical_json, content_hash
 from tso_data.shards import publish
 
@@ -258,7 +259,12 @@ def _write_atomic(
     and ``tso.snapshot_id`` in the footer and publish the file as ``path_of(id)`` (:func:`tso_data.shards.publish`)
     unless that file exists: a snapshot is never overwritten. Returns (id, path, created)."""
     options = {k: v for k, v in WRITER_OPTIONS.items() if k != "row_group_size"}
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a directory; move it away" if blocker else exc.strerror
+        raise TSODataError(f"{directory}: cannot create the snapshot directory: {why}") from None
     tmp = directory / f".snapshot-{uuid.uuid4().hex}.parquet.tmp"
     try:
         with pq.ParquetWriter(tmp, schema, **options) as writer:  # type: ignore[arg-type]
@@ -267,20 +273,31 @@ def _write_atomic(
             sid = snapshot_id()
             writer.add_key_value_metadata({**(schema.metadata or {}), b"tso.snapshot_id": sid.encode()})
         path = path_of(sid)
-        if path.exists():
+        if is_intact(path, sid, tmp.stat().st_size):
             return sid, path, False
-        publish(tmp, path)
+        publish(tmp, path)  # new, or in place of a damaged file of the same name
         return sid, path, True
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def write_snapshot_file(table: pa.Table, path: Path) -> bool:
-    """Write the table of :func:`snapshot_table` atomically as ``path``; never overwrite.
-    Returns False if the file already existed."""
-    if path.exists():
+def is_intact(path: Path, snapshot_id: str, size: int) -> bool:
+    """Whether ``path`` is the whole snapshot ``snapshot_id``: its size is the size the
+    writer just produced (the bytes are deterministic) and its footer names the id. A
+    truncated or foreign file is not, and is written again rather than reported as
+    "already exists"."""
+    try:
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+        return read_metadata(path).get("tso.snapshot_id") == snapshot_id
+    except (OSError, pa.ArrowException):
         return False
+
+
+def write_snapshot_file(table: pa.Table, path: Path) -> bool:
+    """Write the table of :func:`snapshot_table` atomically as ``path``; never overwrite
+    an intact snapshot. Returns False if it already existed."""
     metadata = dict(table.schema.metadata or {})
     sid = metadata.pop(b"tso.snapshot_id").decode()
     table = table.replace_schema_metadata(metadata)

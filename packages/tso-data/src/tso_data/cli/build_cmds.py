@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ def _weights(values: tuple[str, ...], flag: str) -> dict[str, float]:
             sep = ""
         if not sep or not name:
             raise TSODataError(f"{flag} {v!r}: expected NAME=WEIGHT, e.g. {flag} human=0.5")
+        if not math.isfinite(out[name]) or out[name] < 0:
+            raise TSODataError(f"{flag} {v!r}: a weight is a finite number >= 0")
     return out
 
 
@@ -89,7 +92,8 @@ def build_cmd(round_: int, catalog_path: str, config_path: str | None, dry_run: 
         if strict and shortfall:
             raise TSODataError("--strict: " + "; ".join(shortfall))
         if build.result.pairs.height == 0:
-            raise TSODataError("no pair could be built (see `tso-data build --dry-run` for skipped prompts)")
+            why = f": {build.tau_problem}" if build.tau_problem else ""
+            raise TSODataError(f"no pair could be built{why} (see `tso-data build --dry-run` for skipped prompts)")
         write_round(catalog, build)
     report = _report(build, dry_run)
     if as_json:
@@ -98,7 +102,24 @@ def build_cmd(round_: int, catalog_path: str, config_path: str | None, dry_run: 
     _print_report(Console(), build, report, dry_run)
 
 
+def _check_flags(flags: dict[str, Any]) -> None:
+    """Numeric flags, named as typed (round.toml's own values are checked by field)."""
+    for flag in ("pairs", "max_per_prompt"):
+        if flags.get(flag) is not None and flags[flag] < 1:
+            raise TSODataError(f"--{flag.replace('_', '-')} {flags[flag]}: expected an integer >= 1")
+    seed = flags.get("seed")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise TSODataError(f"--seed {seed}: expected an integer from 0 to 2^63 - 1")
+    tau = flags.get("tau_value")
+    if tau is not None and not math.isfinite(tau):
+        raise TSODataError(f"--tau {tau}: τ must be a finite number (a score on the judge's scale)")
+    ratio = flags.get("matrix_ratio")
+    if ratio is not None and not 0 <= ratio <= 1:
+        raise TSODataError(f"--matrix-ratio {ratio}: expected a number between 0 and 1")
+
+
 def _overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    _check_flags(flags)
     o: dict[str, Any] = {}
     simple = {"base_model": "base_model", "pairs": "pairs", "max_per_prompt": "max_pairs_per_prompt",
               "seed": "seed", "split": "split", "judge": "judge"}
@@ -107,8 +128,6 @@ def _overrides(flags: dict[str, Any]) -> dict[str, Any]:
             o[key] = flags[flag]
     if flags.get("matrix_ratio") is not None:
         r = flags["matrix_ratio"]
-        if not 0 <= r <= 1:
-            raise TSODataError(f"--matrix-ratio {r}: expected a number between 0 and 1")
         o["mix"] = {"matrix": r, "base": 1 - r}
     for pool in ("positive", "negative"):
         table: dict[str, Any] = {}

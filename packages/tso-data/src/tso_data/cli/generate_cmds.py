@@ -10,11 +10,13 @@ from rich.table import Table
 
 from tso_data.catalog import Catalog
 from tso_data.generate.backend import SamplingParams
+from tso_data.generate.claims import WorkClaim, claim, planning_lock
 from tso_data.generate.factory import BACKENDS, BackendOptions, get_backend, resolve_backend_name
 from tso_data.generate.job import (
     SPLITS,
     GenerateResult,
     GenerateSpec,
+    Plan,
     merge_generated,
     parse_shard,
     plan_generation,
@@ -23,6 +25,7 @@ from tso_data.generate.job import (
 )
 from tso_data.cli.options import catalog_option, json_option
 from tso_data.errors import TSODataError
+from tso_data.generate.failures import all_failed
 from tso_data.matrix import get_model
 
 EPILOG = """\b
@@ -135,24 +138,47 @@ def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None,
         resolve_api_key(str(model.endpoint), options)  # fail before any work if the key is missing
     if merge:
         merge_generated(catalog)  # finish what an earlier (maybe killed) run left in shards
-    plan = plan_generation(catalog, spec)
-    header = (f"{model_name} via {backend_name}: {plan.in_shard_prompts} prompts in shard "
-              f"{spec.shard[0]}/{spec.shard[1]} (of {plan.selected_prompts} selected) × n={n}; "
-              f"{plan.already_done} done, {len(plan.todo)} to generate")
-    if dry_run or not plan.todo:
-        _emit({"model": model_name, "backend": backend_name, "prompts": plan.in_shard_prompts,
-               "already_done": plan.already_done, "todo": len(plan.todo)}, as_json,
-              header + ("" if plan.todo else " — nothing to do"))
-        return
-    if not as_json:
-        console.print(header)
-    engine = get_backend(model, options)
+    plan, work = _plan_and_claim(catalog, spec, dry_run)
     try:
-        result = run_generation(catalog, plan, engine, flush_every=flush_every, flush_seconds=flush_seconds,
-                                progress=not no_progress, console=console, merge=merge)
+        claimed = (f"; {work.skipped} claimed by another running generate (pid "
+                   f"{', '.join(map(str, work.other_pids))}), left to it") if work and work.skipped else ""
+        header = (f"{model_name} via {backend_name}: {plan.in_shard_prompts} prompts in shard "
+                  f"{spec.shard[0]}/{spec.shard[1]} (of {plan.selected_prompts} selected) × n={n}; "
+                  f"{plan.already_done} done, {len(plan.todo)} to generate{claimed}")
+        if dry_run or not plan.todo:
+            payload = {"model": model_name, "backend": backend_name, "prompts": plan.in_shard_prompts,
+                       "already_done": plan.already_done, "todo": len(plan.todo)}
+            if work and work.skipped:
+                payload["claimed_by_others"] = work.skipped
+            _emit(payload, as_json, header + ("" if plan.todo else " — nothing to do"))
+            return
+        if not as_json:
+            console.print(header)
+        engine = get_backend(model, options)
+        try:
+            result = run_generation(catalog, plan, engine, flush_every=flush_every, flush_seconds=flush_seconds,
+                                    progress=not no_progress, console=console, merge=merge)
+        finally:
+            engine.close()
     finally:
-        engine.close()
+        if work is not None:
+            work.release()
+    failed_run = all_failed(result.run.requests, result.run.ok, result.run.errors)
+    if failed_run:
+        raise TSODataError(f"generate: {failed_run}; {result.failures_written} failure row(s) kept for the retry")
     _report(result, backend_name, as_json, console)
+
+
+def _plan_and_claim(catalog: Catalog, spec: GenerateSpec, dry_run: bool) -> tuple[Plan, WorkClaim | None]:
+    """The plan, less what another running generate of the same model has claimed; the
+    rest is claimed for this run (tso_data.generate.claims). A dry run claims nothing."""
+    if dry_run:
+        return plan_generation(catalog, spec), None
+    with planning_lock(catalog):
+        plan = plan_generation(catalog, spec)
+        work, others = claim(catalog, spec.model, [c.response_id for c in plan.todo])
+    plan.todo = [c for c in plan.todo if c.response_id not in others]
+    return plan, work
 
 
 def _check_positive(**values: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import click
@@ -43,9 +44,14 @@ def _parse_scale(text: str) -> tuple[float, float] | None:
     try:
         if not sep:
             raise ValueError
-        return float(lo), float(hi)
+        low, high = float(lo), float(hi)
     except ValueError:
         raise TSODataError(f"--scale {text!r}: expected MIN-MAX (e.g. 1-10) or 'none'") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise TSODataError(f"--scale {text!r}: MIN and MAX must be finite numbers")
+    if not low < high:
+        raise TSODataError(f"--scale {text!r}: MIN must be below MAX (e.g. 1-10)")
+    return low, high
 
 
 @click.command(
@@ -63,7 +69,8 @@ def _parse_scale(text: str) -> tuple[float, float] | None:
 @click.option("--prompt-source", help="Resolve external prompt ids only among prompts of this source.")
 @click.option("--scale", default=f"{DEFAULT_SCALE[0]:g}-{DEFAULT_SCALE[1]:g}", show_default=True,
               help="Judgments: the score scale; a score outside it (e.g. 0 = 'no answer') is stored "
-                   "as not ok (status 'error', score NULL). 'none' accepts any number.")
+                   "as not ok (status 'error', score NULL). 'none' accepts any number. Feedback: a score "
+                   "outside its rubric's scale (the rubric file's, else this one) is an error.")
 @click.option("--hf-split", help="Split to read from a saved DatasetDict.")
 @json_option
 def ingest_cmd(

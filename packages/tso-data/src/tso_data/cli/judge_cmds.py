@@ -15,6 +15,7 @@ from tso_data.cli.options import catalog_option, json_option
 from tso_data.errors import TSODataError
 from tso_data.generate.backend import SamplingParams
 from tso_data.generate.factory import BackendOptions
+from tso_data.generate.failures import all_failed
 from tso_data.judge.rubrics import available_rubrics, load_rubric, resolve_rubrics, rubric_dirs
 
 rubric_option = click.option(
@@ -172,6 +173,11 @@ def judge_cmd(
             )
         finally:
             backend.close()
+    # a model judge's requests; a function judge's errors are its verdicts on the answers
+    is_model = not judge.startswith(judge_run.FUNCTION_PREFIX)
+    failed_run = is_model and all_failed(summary.calls, summary.calls - sum(summary.errors.values()), summary.errors)
+    if failed_run:
+        raise TSODataError(f"judge {judge}: {failed_run}; the failed judgments are stored as 'error' and retried next run")
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
         return

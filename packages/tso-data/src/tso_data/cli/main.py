@@ -6,9 +6,11 @@ from __future__ import annotations
 import sys
 
 import click
+import duckdb
 
 from tso_data import __version__
-from tso_data.errors import TSODataError
+from tso_data.errors import TSODataError, one_line
+from tso_data.redact import redact
 
 
 class TSOGroup(click.Group):
@@ -18,7 +20,14 @@ class TSOGroup(click.Group):
         try:
             return super().invoke(ctx)
         except TSODataError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(redact(str(exc)))}", err=True)
+            sys.exit(2)
+        except click.UsageError as exc:  # a bad flag value, a missing option: one line, not the usage block
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            click.echo(f"error: {where}{one_line(exc.format_message())} (see --help)", err=True)
+            sys.exit(2)
+        except duckdb.Error as exc:  # a damaged catalog or a case no check foresaw: still one line
+            click.echo(f"error: catalog database: {one_line(redact(str(exc)))}", err=True)
             sys.exit(2)
 
 

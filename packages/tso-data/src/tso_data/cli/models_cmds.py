@@ -12,9 +12,10 @@ from rich.table import Table
 from tso_data.catalog import Catalog
 from tso_data.cli.ingest_cmds import open_catalog
 from tso_data.cli.options import catalog_option, json_option
+from tso_data.errors import TSODataError
 from tso_data.ingest.mapping import parse_pairs
 from tso_data.ingest.models import import_models
-from tso_data.matrix import add_model, list_models
+from tso_data.matrix import add_model, list_models, version_key
 
 
 @click.group("models")
@@ -26,8 +27,9 @@ def models_group() -> None:
 @click.argument("name")
 @catalog_option
 @click.option("--family", required=True, help="Model family, e.g. acme.")
-@click.option("--version", required=True, help="An integer (2, v2) or a release date (2024-06-01).")
-@click.option("--version-order", type=int, help="Explicit order key for versions like 'chat' or 'v1.3'.")
+@click.option("--version", required=True,
+              help="An integer (2, v2), a dotted version (3.1, v1.3; ordered numerically) or a release date (2024-06-01).")
+@click.option("--version-order", type=int, help="Explicit order key for versions like 'chat' or 'beta'.")
 @click.option("--size-b", type=float, help="Parameters in billions; leave out when unknown (API models).")
 @click.option("--path", help="Local weights directory (transformers / vllm backends).")
 @click.option("--endpoint", help="OpenAI-compatible base URL (openai backend).")
@@ -47,14 +49,15 @@ def add_cmd(
       tso-data models add gpt-x --family api --version 2024-06-01 --endpoint https://api.example/v1
     """
     if path and endpoint:
-        raise click.UsageError("give --path or --endpoint, not both")
+        raise TSODataError("give --path or --endpoint, not both")
     catalog = open_catalog(catalog_path)
     info = add_model(
         catalog, name, family=family, version=version, size_b=size_b, path=path, endpoint=endpoint,
         backend=backend, note=note, replace=replace, order=version_order,
     )
     size = f"{info.size_b:g}B" if info.size_b else "size unknown"
-    Console().print(f"model [bold]{info.name}[/]: {info.family} v{info.version} {size}")
+    version = info.version if str(info.version).lower().startswith("v") else f"v{info.version}"
+    Console().print(f"model [bold]{info.name}[/]: {info.family} {version} {size}")
 
 
 @models_group.command("import")
@@ -68,9 +71,9 @@ def import_cmd(file: str, catalog_path: str, maps: tuple[str, ...], sets: tuple[
     """Register every model of FILE (JSONL/CSV/Parquet) in one transaction.
 
     Columns: name (or model, model_id), family, version (or model_version), version_order,
-    size_b (or size), path, endpoint, backend, note. Versions that are neither integers
-    nor dates and have no version_order stay off the version axis; no size_b = off the
-    size axis.
+    size_b (or size), path, endpoint, backend, note. Versions that are neither integers,
+    dotted versions (3.1) nor dates and have no version_order stay off the version axis;
+    no size_b = off the size axis.
     """
     catalog = open_catalog(catalog_path)
     result = import_models(catalog, file, mapping=parse_pairs(maps, "--map"), constants=parse_pairs(sets, "--set"), replace=replace)
@@ -82,7 +85,7 @@ def import_cmd(file: str, catalog_path: str, maps: tuple[str, ...], sets: tuple[
         f"{file}: {len(result.added)} added, {len(result.replaced)} replaced, {len(result.unchanged)} unchanged"
     )
     if result.unordered:
-        console.print(f"  [dim]off the version axis (version not an integer/date):[/] {', '.join(result.unordered)}")
+        console.print(f"  [dim]off the version axis (version not an integer, dotted version or date):[/] {', '.join(result.unordered)}")
     if result.unsized:
         console.print(f"  [dim]off the size axis (no size_b):[/] {', '.join(result.unsized)}")
 
@@ -125,7 +128,7 @@ def render_matrix(rows: list[dict[str, object]], console: Console) -> None:
         sizes = sorted({r["size_b"] for r in members}, key=lambda s: (s is None, s or 0))
         versions = sorted(
             {(r["version_order"], r["version"]) for r in members},
-            key=lambda v: (v[0] is None, v[0] if v[0] is not None else 0, str(v[1])),
+            key=lambda v: (v[0] is None, version_key(v[1], v[0]) or (), str(v[1])),
         )
         table = Table(title=f"family [bold]{family}[/]", title_justify="left", show_lines=True)
         table.add_column("version \\ size")

@@ -15,6 +15,7 @@ from rich.table import Table
 from tso_data.cli.ingest_cmds import open_catalog
 from tso_data.cli.options import catalog_option
 from tso_data.errors import TSODataError
+from tso_data.sql_guard import check_read_only, confine
 
 
 @click.command("sql")
@@ -35,10 +36,13 @@ def sql_cmd(query: str, catalog_path: str, as_json: bool, as_csv: bool, write: b
       tso-data sql "DELETE FROM judgments WHERE judge = 'old'" --write
     """
     if as_json and as_csv:
-        raise click.UsageError("give --json or --csv, not both")
+        raise TSODataError("give --json or --csv, not both")
     catalog = open_catalog(catalog_path)
     try:
         with catalog.connect(read_only=not write) as con:
+            if not write:
+                check_read_only(con, query)
+                confine(con, catalog.root)
             rel = con.sql(query)
             if rel is None:
                 columns, rows = [], []
@@ -49,6 +53,8 @@ def sql_cmd(query: str, catalog_path: str, as_json: bool, as_csv: bool, write: b
         message = " ".join(str(exc).split())
         if not write and "read-only" in message.lower():
             message += " (pass --write to change the catalog)"
+        elif not write and "disabled by configuration" in message:
+            message += f" (a query without --write reads only files inside the catalog {catalog.root})"
         raise TSODataError(f"sql: {message}") from None
     if as_json:
         click.echo(json.dumps([dict(zip(columns, r)) for r in rows], default=_json_default, ensure_ascii=False, indent=1))

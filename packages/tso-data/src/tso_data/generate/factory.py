@@ -15,6 +15,7 @@ from tso_data.errors import TSODataError
 from tso_data.generate.backend import Backend
 from tso_data.generate.limits import RetryPolicy
 from tso_data.matrix import ModelInfo
+from tso_data.redact import register_secret
 
 BACKENDS = ("transformers", "openai", "vllm")
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
@@ -80,6 +81,7 @@ def resolve_api_key(endpoint: str, options: BackendOptions) -> str | None:
     variable = options.api_key_env or DEFAULT_API_KEY_ENV
     key = os.environ.get(variable)
     if key:
+        register_secret(key)
         return key
     if options.api_key_env is None and _is_loopback(endpoint):
         return None

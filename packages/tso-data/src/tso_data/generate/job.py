@@ -27,7 +27,9 @@ from tso_data.errors import CatalogLockedError, TSODataError
 from tso_data.generate.backend import Backend, Request, Result, SamplingParams
 from tso_data.generate.runner import RunSummary, run_requests
 from tso_data.ids import canonical_json, content_hash, response_id
+from tso_data.redact import redact
 from tso_data.shards import merge_shards, pending_shards, write_shard
+from tso_data.sql_guard import check_filter
 
 SPLITS = ("train", "heldout", "all")
 MULTI_TURN_CHUNK = 1024  # conversations per wave group: bounds what a crash can lose
@@ -201,6 +203,7 @@ def _prompt_filter(spec: GenerateSpec) -> str:
     if spec.split != "all":
         clauses.append(f"split = '{spec.split}'")
     if spec.where:
+        check_filter("--where", spec.where)
         clauses.append(f"({spec.where})")
     return " AND ".join(clauses) or "TRUE"
 
@@ -293,7 +296,7 @@ class _Writer:
                 failures.append({
                     "failure_id": conv.response_id, "task": "generate", "model": self.spec.model,
                     "prompt_id": conv.prompt_id,
-                    "error": f"turn {self.turn + 1}/{len(conv.user_turns)}: {result.error or 'no text'}",
+                    "error": redact(f"turn {self.turn + 1}/{len(conv.user_turns)}: {result.error or 'no text'}"),
                     "attempts": result.attempts, "created_at": now,
                 })
                 continue
@@ -407,11 +410,10 @@ def merge_generated(catalog: Catalog, clear_failures: bool = True, attempts: int
             added += merge_shards(catalog, "responses")
             if merge_shards(catalog, "failures", replace=True) == 0 and not clear_failures:
                 return added, time.monotonic() - started, False
-            with catalog.connect(read_only=False) as con:
-                con.execute(
-                    "DELETE FROM failures WHERE task = 'generate' AND failure_id IN "
-                    "(SELECT response_id FROM responses)"
-                )
+            resolved = "FROM failures WHERE task = 'generate' AND failure_id IN (SELECT response_id FROM responses)"
+            if catalog.scalar(f"SELECT count(*) {resolved}"):  # no write (no lock) when none is
+                with catalog.connect(read_only=False) as con:
+                    con.execute(f"DELETE {resolved}")
             return added, time.monotonic() - started, False
         except CatalogLockedError:
             return added, time.monotonic() - started, True

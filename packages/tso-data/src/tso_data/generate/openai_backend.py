@@ -31,6 +31,7 @@ import openai
 from tso_data.errors import TSODataError
 from tso_data.generate.backend import Request, Result
 from tso_data.generate.limits import RetryPolicy, TokenBucket, parse_retry_after
+from tso_data.redact import redact, register_secret
 
 try:  # openai >= 3 ships on httpx2; older releases on httpx
     import httpx2 as _httpx
@@ -99,6 +100,7 @@ class OpenAIBackend:
         if settings.processes < 1:
             raise TSODataError(f"--client-processes must be >= 1, got {settings.processes}")
         self.settings = settings
+        register_secret(settings.api_key)  # also in client processes: they build their own backend
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._pool = None
@@ -241,9 +243,9 @@ class OpenAIBackend:
                 return result
             except _Fatal as exc:
                 return Result(key=request.key, text=None, latency_s=time.monotonic() - started,
-                              attempts=attempt, error=str(exc))
+                              attempts=attempt, error=redact(str(exc)))
             except _Retryable as exc:
-                error = str(exc)
+                error = redact(str(exc))
                 if attempt < policy.max_attempts and not self._stop.is_set():
                     await asyncio.sleep(policy.delay(attempt, exc.retry_after_s, self._rng))
         return Result(key=request.key, text=None, latency_s=time.monotonic() - started,

@@ -32,6 +32,7 @@ from rich.progress import (
 )
 
 from tso_data.generate.backend import Backend, Request, Result
+from tso_data.redact import redact
 
 OnFlush = Callable[[list[Result]], None]
 _END = object()
@@ -174,7 +175,7 @@ def _count(summary: RunSummary, result: Result) -> None:
         summary.ok += 1
     else:
         summary.failed += 1
-        error = (result.error or "no text")[:80]
+        error = redact(result.error or "no text")[:80]
         summary.errors[error] = summary.errors.get(error, 0) + 1
 
 

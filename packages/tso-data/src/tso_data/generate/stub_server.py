@@ -13,6 +13,8 @@ gets those faults on its successive attempts, then success:
 - ``malformed``: status 200 with a body that is not JSON
 - ``nochoices``: status 200 with JSON lacking ``choices``
 - ``drop``: the connection is closed without an answer
+- ``401``: Unauthorized, the body echoing the key it was sent, as OpenAI's API does
+  ("Incorrect API key provided: sk-...")
 
 Plain asyncio (no web framework) so it is cheap enough not to be the bottleneck when a
 benchmark drives it with hundreds of concurrent requests.
@@ -29,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 _FAULTS_RE = re.compile(r"\[\[faults:([a-z0-9,]+)\]\]")
-_REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
             503: "Service Unavailable"}
 
 
@@ -103,6 +105,11 @@ class StubServer:
         if outcome in ("429", "500", "503"):
             extra = {"retry-after": f"{self.retry_after:g}"} if outcome == "429" else {}
             _send(writer, int(outcome), {"error": {"message": f"injected {outcome}"}}, extra)
+        elif outcome == "401":
+            sent = (self._authorization or "").removeprefix("Bearer ").strip()
+            _send(writer, 401, {"error": {"message": f"Incorrect API key provided: {sent}. You can find your "
+                                          "API key at https://platform.example/account/api-keys.",
+                                          "type": "invalid_request_error", "code": "invalid_api_key"}})
         elif outcome == "malformed":
             _send_raw(writer, 200, b"{this is not json", "application/json")
         elif outcome == "nochoices":

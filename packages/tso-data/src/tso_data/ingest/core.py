@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from tso_data import ids
-from tso_data.catalog import HUMAN_SOURCE, Catalog, insert_new
+from tso_data.catalog import HUMAN_SOURCE, Catalog, table_columns
 from tso_data.errors import TSODataError, located
 from tso_data.ingest.mapping import (
     INT,
@@ -31,8 +31,11 @@ from tso_data.ingest.mapping import (
     Field,
     resolve,
 )
+from tso_data.ingest.prompt_identity import check_external_ids, check_splits
 from tso_data.ingest.readers import SQL_TYPES, Source, check_value, open_source, qi
 from tso_data.ingest.report import FileReport, IngestReport
+from tso_data.schema import key_of
+from tso_data.staged_write import StagedWrite, write_in_chunks
 
 KINDS = ("prompts", "answers", "responses", "judgments", "feedback")
 DEFAULT_SCALE = (1.0, 10.0)
@@ -105,6 +108,7 @@ class IngestOptions:
     prompt_source: str | None = None  # restrict external-id lookups to prompts of this source
     scale: tuple[float, float] | None = DEFAULT_SCALE  # judgments outside it are not ok
     hf_split: str | None = None
+    rubric_scales: dict[str, tuple[float, float]] = field(default_factory=dict)  # feedback: per rubric file
 
 
 ProgressHook = Callable[[str, int | None, int | None], None]  # (stage, done, total)
@@ -136,6 +140,11 @@ def ingest_files(
         if kind not in ("responses",):
             raise TSODataError("--model applies to responses only (judgments and feedback: --set model=NAME)")
         options.constants["model"] = model
+    if kind == "feedback":
+        from tso_data.judge.rubrics import available_rubrics, rubric_dirs
+
+        rubrics = available_rubrics(rubric_dirs(catalog.root))
+        options.rubric_scales = {name: (r.scale_min, r.scale_max) for name, r in rubrics.items()}
     report = IngestReport()
     for raw in paths:
         file_report = ingest_file(catalog, kind, Path(raw), options, progress)
@@ -157,17 +166,34 @@ def ingest_file(
     source = open_source(path, read_progress, options.hf_split)
     bindings = resolve(FIELDS[kind], source.columns, options.mapping, options.constants, kind=kind, path=path)
     report = FileReport(str(path), kind, source.format, notes=list(source.notes))
-    with catalog.connect(read_only=False) as con:
-        con.execute("SET enable_progress_bar = false")  # our own progress display owns the terminal
-        if progress is not None:
-            progress("check", None, None)
-        job = _FileJob(con, path, source, bindings, report, options)
-        job.stage()
+    if progress is not None:
+        progress("check", None, None)
+    # staged and checked beside readers; the write lock only for the INSERTs (staged_write)
+    with StagedWrite(catalog) as staged:
+        job = _checked_job(staged.con, kind, path, source, bindings, options, report)
         if progress is not None:
             progress("write", None, None)
-        _WRITERS[kind](job)
-    report.seconds = time.monotonic() - started
-    return report
+
+        def recheck() -> _FileJob:  # another writer committed meanwhile: check again, under the lock
+            fresh = FileReport(str(path), kind, source.format, notes=list(source.notes))
+            return _checked_job(staged.con, kind, path, source, bindings, options, fresh)
+
+        job, new = write_in_chunks(staged, job, recheck)
+    job.report.new = new
+    job.report.existing = job.report.rows - job.report.duplicates - new
+    job.report.seconds = time.monotonic() - started
+    return job.report
+
+
+def _checked_job(
+    con: duckdb.DuckDBPyConnection, kind: str, path: Path, source: Source, bindings: dict[str, Binding],
+    options: IngestOptions, report: FileReport,
+) -> "_FileJob":
+    """Stage the file and run every check of its kind; the rows are written by ``job.write()``."""
+    job = _FileJob(con, path, source, dict(bindings), report, options)
+    job.stage()
+    _WRITERS[kind](job)
+    return job
 
 
 class _FileJob:
@@ -188,6 +214,8 @@ class _FileJob:
         self.b = bindings
         self.report = report
         self.options = options
+        self.pending_rows = 0  # rows staged for the final INSERTs (stage_final)
+        self.final_table = ""
 
     # -- staging ----------------------------------------------------------------------
 
@@ -507,8 +535,33 @@ class _FileJob:
         return "SELECT * FROM stage"
 
     def insert(self, table: str, select_sql: str, unique: int) -> None:
-        self.report.new = insert_new(self.con, table, select_sql)
+        """Stage the rows of ``select_sql`` (the table's columns, unique keys) that ``table``
+        lacks as the file's final rows; :meth:`write_rows` inserts them."""
+        key = key_of(table)
+        self.stage_final(
+            table,
+            f"SELECT * FROM ({select_sql}) AS src WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.{key} = src.{key})",
+            unique,
+        )
+
+    def stage_final(self, table: str, new_rows_sql: str, unique: int) -> None:
+        """The rows to insert, numbered, read while the catalog is still only read: under
+        the write lock only the INSERTs run (:meth:`write_rows`)."""
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE final_rows AS SELECT *, row_number() OVER () - 1 AS __n FROM ({new_rows_sql})"
+        )
+        self.final_table = table
+        self.report.new = self.pending_rows = self.count("final_rows")
         self.report.existing = unique - self.report.new
+
+    def write_rows(self, start: int, stop: int) -> int:
+        """Insert final rows ``start <= __n < stop`` (inside the caller's write transaction)."""
+        cols = ", ".join(table_columns(self.con, self.final_table))
+        rows = self.con.execute(
+            f"INSERT INTO {self.final_table} ({cols}) SELECT {cols} FROM final_rows "
+            f"WHERE __n >= {int(start)} AND __n < {int(stop)}"
+        ).fetchall()
+        return int(rows[0][0]) if rows else 0
 
 
 # -- per-kind writers -------------------------------------------------------------------
@@ -557,8 +610,11 @@ def _write_prompts(job: _FileJob) -> None:
         f"{ids.sql_hash('prompt', 'to_json(messages)')} AS prompt_id, {n_turns} AS n_turns FROM stage"
     )
     _patch_python_ids(con, "prompt_id", "messages", lambda m: ids.prompt_id(m))
-    # The same prompt twice in one file: the first row's labels win (not a conflict).
+    # The same prompt twice in one file: the first row's labels win (not a conflict), but
+    # its split and its (source, external id) must hold together (ingest.prompt_identity).
     con.execute("CREATE OR REPLACE TEMP TABLE firsts AS SELECT * FROM stage QUALIFY row_number() OVER (PARTITION BY prompt_id ORDER BY __row, __part) = 1")
+    check_splits(job)
+    check_external_ids(job)
     unique = job.count("firsts")
     job.report.duplicates = job.report.rows - unique
     job.insert(
@@ -599,7 +655,7 @@ def _write_responses(job: _FileJob) -> None:
     job.resolve_prompts()
     job.check_models(human_ok=False)
     job.check_turns(allow_empty=True)
-    job.fail_if("sample_index < 0", "sample_index", "must be >= 0")
+    job.fail_if("sample_index < 0 OR sample_index > 2147483647", "sample_index", "{value} is not an index from 0 to 2^31 - 1")
     sid = ids.sql_hash("response", "prompt_id", "model", "'ingested'", "CAST(coalesce(sample_index, 0) AS VARCHAR)")
     con.execute(f"CREATE OR REPLACE TEMP TABLE stage AS SELECT *, {sid} AS response_id FROM stage")
     hint = "; several samples per prompt and model need a sample_index column (--map sample_index=COLUMN)"
@@ -608,18 +664,16 @@ def _write_responses(job: _FileJob) -> None:
         f"CREATE OR REPLACE TEMP TABLE new_rows AS SELECT * FROM ({unique_sql}) f "
         "WHERE NOT EXISTS (SELECT 1 FROM responses t WHERE t.response_id = f.response_id)"
     )
-    new = job.count("new_rows")
-    if new:
-        con.execute(
-            "INSERT INTO responses (response_id, prompt_id, model, sample_index, turns, sampling, backend, "
-            "prompt_tokens, completion_tokens, finish_reason, latency_s, created_at) "
-            "SELECT f.response_id, f.prompt_id, f.model, coalesce(f.sample_index, 0)::INTEGER, x.__turns, "
-            "'ingested', 'ingested', NULL, NULL, f.finish_reason, NULL, now() FROM new_rows f "
-            f"JOIN (SELECT __row AS __src_row, {job.light_exprs['turns']} AS __turns FROM src) x "
-            "ON x.__src_row = f.__row"
-        )
-    job.report.new = new
-    job.report.existing = job.report.rows - job.report.duplicates - new
+    # the texts are read from the file again only for the new rows
+    job.stage_final(
+        "responses",
+        "SELECT f.response_id, f.prompt_id, f.model, coalesce(f.sample_index, 0)::INTEGER AS sample_index, "
+        "x.__turns AS turns, 'ingested' AS sampling, 'ingested' AS backend, NULL::INTEGER AS prompt_tokens, "
+        "NULL::INTEGER AS completion_tokens, f.finish_reason, NULL::DOUBLE AS latency_s, now() AS created_at "
+        f"FROM new_rows f JOIN (SELECT __row AS __src_row, {job.light_exprs['turns']} AS __turns FROM src) x "
+        "ON x.__src_row = f.__row",
+        job.report.rows - job.report.duplicates,
+    )
 
 
 def _write_judgments(job: _FileJob) -> None:
@@ -680,6 +734,7 @@ def _write_feedback(job: _FileJob) -> None:
         "CREATE OR REPLACE TEMP TABLE stage AS SELECT * EXCLUDE (rubric, split), coalesce(rubric, 'overall') AS rubric, "
         "coalesce(split, 'train') AS split FROM stage"
     )
+    _check_feedback_scale(job)
     keys = con.sql(
         "SELECT __row, __part, target_id, rubric, annotator, score, rationale FROM stage"
     ).to_arrow_table().to_pylist()
@@ -702,6 +757,27 @@ def _write_feedback(job: _FileJob) -> None:
         "now() AS added_at FROM firsts",
         job.count("firsts"),
     )
+
+
+def _check_feedback_scale(job: _FileJob) -> None:
+    """A corrected score lies on its rubric's scale: the rubric file's when there is one
+    (shipped or <catalog>/rubrics), else ``--scale``."""
+    scales = job.options.rubric_scales
+    job.con.register("rubric_scales", pa.table({
+        "rubric": pa.array(list(scales), pa.string()),
+        "lo": pa.array([lo for lo, _ in scales.values()], pa.float64()),
+        "hi": pa.array([hi for _, hi in scales.values()], pa.float64()),
+    }))
+    default = job.options.scale
+    lo, hi = (_literal(default[0]), _literal(default[1])) if default else ("NULL", "NULL")
+    low, high = f"coalesce(r.lo, {lo})", f"coalesce(r.hi, {hi})"
+    job.con.execute(
+        "CREATE OR REPLACE TEMP TABLE stage_bad AS SELECT s.__row, s.__part, s.score, "
+        f"format('{{:g}}-{{:g}} of rubric ''{{}}''', {low}, {high}, s.rubric) AS __extra "
+        f"FROM stage s LEFT JOIN rubric_scales r USING (rubric) WHERE s.score < {low} OR s.score > {high}"
+    )
+    job.con.unregister("rubric_scales")
+    job.fail_if("true", "score", "{value:g} is outside the scale {extra}", table="stage_bad")
 
 
 _WRITERS: dict[str, Callable[[_FileJob], None]] = {

@@ -2,9 +2,9 @@
 
 Columns (``--map`` works as for ingest): name (or model, model_id), family, version (or
 model_version), version_order, size_b (or size), path, endpoint, backend, note. A version
-that is neither an integer nor a date and has no version_order is kept off the version
-axis (version_order NULL); a missing size_b keeps the model off the size axis. All rows
-are checked first, then written in one transaction.
+that is neither an integer, a dotted version (3.1) nor a date and has no version_order is
+kept off the version axis (version_order NULL); a missing size_b keeps the model off the
+size axis. All rows are checked first, then written in one transaction.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ TYPE_WORDS = {
 }
 
 ProgressFn = Callable[[int, int], None]  # (done, total) in bytes
+INT64_LIMIT = 2**63
 
 
 @dataclass
@@ -141,6 +142,8 @@ def _open_jsonl(path: Path, progress: ProgressFn | None) -> Source:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise located(path, line_no, None, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise located(path, line_no, None, "JSON nested too deeply to read (thousands of levels)") from None
         if not isinstance(obj, dict):
             raise located(path, line_no, None, f"expected a JSON object per line, got {_json_type(obj)}")
         for key in obj:
@@ -154,22 +157,48 @@ def _open_jsonl(path: Path, progress: ProgressFn | None) -> Source:
 
 
 def _open_csv(path: Path) -> Source:
+    """Strict CSV: a header of distinct names, then records of exactly as many fields; an
+    unterminated quote is an error at the line where the quoted field starts (a lenient
+    reader would swallow the following rows into it)."""
     text = _decode(path, path.read_bytes())
     if text.startswith("\ufeff"):
         text = text[1:]
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    rows: list[tuple[int, dict[str, object]]] = []
-    try:
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records: list[tuple[int, list[str]]] = []
+    while True:
         line_no = reader.line_num + 1
-        for record in reader:
-            # an empty CSV cell is a missing value, not an empty string
-            rows.append((line_no, {k: (v if v != "" else None) for k, v in record.items() if k is not None}))
-            line_no = reader.line_num + 1
-    except csv.Error as exc:
-        raise located(path, reader.line_num, None, f"malformed CSV ({exc})") from None
-    if not rows or reader.fieldnames is None:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problem = "a quoted field starting on this line is never closed" if "end of data" in str(exc) else str(exc)
+            raise located(path, line_no, None, f"malformed CSV ({problem})") from None
+        if record:  # a blank line holds no record
+            records.append((line_no, record))
+    if not records:
         raise TSODataError(f"{path}: no rows")
-    return Source(path, "csv", list(reader.fieldnames), rows=rows)
+    header_line, header = records[0]
+    _check_header(path, header_line, header)
+    rows: list[tuple[int, dict[str, object]]] = []
+    for line_no, record in records[1:]:
+        if len(record) != len(header):
+            raise located(path, line_no, None, f"malformed CSV: {len(record)} field(s), the header has {len(header)}")
+        # an empty CSV cell is a missing value, not an empty string
+        rows.append((line_no, {k: (v if v != "" else None) for k, v in zip(header, record)}))
+    if not rows:
+        raise TSODataError(f"{path}: no rows")
+    return Source(path, "csv", header, rows=rows)
+
+
+def _check_header(path: Path, line_no: int, header: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, 1):
+        if not name.strip():
+            raise located(path, line_no, None, f"malformed CSV header: column {i} has no name")
+        if name in seen:
+            raise located(path, line_no, name, f"duplicate column name (columns {seen[name]} and {i})")
+        seen[name] = i
 
 
 def _json_type(value: object) -> str:
@@ -213,10 +242,12 @@ def check_value(value: object, want: str, from_csv: bool = False) -> object:
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
     elif want == INT:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT64_LIMIT <= value < INT64_LIMIT:
+                raise ValueError(f"integer {value} out of range (at most 2^63 - 1 in magnitude)")
+            return value
     elif want == NUMBER:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
@@ -273,8 +304,26 @@ def _rows_to_arrow(path: Path, rows: list[tuple[int, dict[str, object]]], wanted
                 values.append(check_value(obj.get(col), want, from_csv))
             except ValueError as exc:
                 raise located(path, line_no, col, str(exc)) from None
-        arrays[col] = pa.array(values, ARROW_TYPES[want])
+        try:
+            arrays[col] = pa.array(values, ARROW_TYPES[want])
+        except UnicodeEncodeError:  # JSON's "\ud800" escapes decode to text UTF-8 cannot hold
+            line_no = next(n for (n, _), v in zip(rows, values) if _has_lone_surrogate(v))
+            raise located(path, line_no, col, "text holds a lone surrogate (an invalid \\uD800-\\uDFFF escape)") from None
     return pa.table(arrays)
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(v) for v in value.values())
+    return False
 
 
 # -- Parquet / HF datasets: column-wise, types checked per column -----------------------

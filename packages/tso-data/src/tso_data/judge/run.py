@@ -29,6 +29,7 @@ from tso_data.ids import content_hash, judgment_id
 from tso_data.judge.conversation import question_and_answer
 from tso_data.judge.parsing import parse_score
 from tso_data.judge.rubrics import Rubric
+from tso_data.redact import redact, strip_secrets
 from tso_data.shards import merge_shards, write_shard
 
 FUNCTION_PREFIX = "fn:"
@@ -248,7 +249,7 @@ def run_model_judge(
                     item.attempts += 1
                     summary.calls += 1
                     if not result.ok:
-                        message = result.error or "backend returned no text"
+                        message = redact(result.error or "backend returned no text")
                         summary.errors[message.splitlines()[0][:200]] += 1
                         rows.append(_row(item, judge, judge_version, message, None, "error"))
                         status = "error"
@@ -256,7 +257,7 @@ def run_model_judge(
                         parsed = parse_score(result.text, item.rubric.scale_min, item.rubric.scale_max)
                         if parsed.status != "ok":
                             summary.unparsed_reasons[parsed.reason] += 1
-                        rows.append(_row(item, judge, judge_version, result.text, parsed.score, parsed.status))
+                        rows.append(_row(item, judge, judge_version, strip_secrets(result.text), parsed.score, parsed.status))
                         status = parsed.status
                     final[item.judgment_id] = status
                     if status != "ok" and item.attempts < max_attempts:
@@ -375,7 +376,7 @@ def run_function_judge(
             try:
                 value = func([dict(m) for m in item.prompt_messages], list(item.turns), item.reference)
             except Exception as exc:  # a user's function: any failure is that row's error
-                message = f"{type(exc).__name__}: {exc}"
+                message = redact(f"{type(exc).__name__}: {exc}")
                 score, raw, status = None, message, "error"
             else:
                 score, raw, status = _function_outcome(value, item.rubric)

@@ -71,7 +71,12 @@ def load_targets(catalog: Catalog) -> pl.DataFrame:
 
 def load_split_prompts(catalog: Catalog, split: str) -> pl.DataFrame:
     with catalog.connect(read_only=True) as con:
-        return pl.from_arrow(con.sql("SELECT prompt_id FROM prompts WHERE split = ?", params=[split]).to_arrow_table())  # type: ignore[return-value]
+        prompts = pl.from_arrow(con.sql("SELECT prompt_id FROM prompts WHERE split = ?", params=[split]).to_arrow_table())
+        if prompts.height == 0:  # type: ignore[union-attr]
+            from tso_data.build.run import unknown_split
+
+            raise unknown_split(con, split, "--split (or the round's split in round.toml)")
+        return prompts  # type: ignore[return-value]
 
 
 def score_report(

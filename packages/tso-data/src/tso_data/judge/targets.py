@@ -6,6 +6,7 @@ import pyarrow as pa
 
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
+from tso_data.sql_guard import check_filter
 
 # Columns a `--where` filter may use.
 TARGETS_SQL = """
@@ -50,6 +51,7 @@ def select_targets(
         conditions.append("t.source = ?")
         params.append(source)
     if where:
+        check_filter("--where", where)
         conditions.append(f"({where})")
     sql = (
         f"SELECT t.*, {ref_col} FROM ({TARGETS_SQL}) t {ref_join} "

@@ -1,0 +1,134 @@
+"""Write to the catalog holding its write lock only for the final statements.
+
+DuckDB lets one process open a database file read-write and then locks out every other
+process, readers too. A large ingest spends most of its time reading the file, staging
+rows and checking them against the catalog; done inside one read-write connection, that
+kept readers (``tso-data sql``, ``status``) waiting for its whole length, past their
+10 s patience. :class:`StagedWrite` splits it:
+
+1. *stage*: an in-memory DuckDB connection with the catalog attached **read-only** (the
+   lock readers share): every temp table and check runs here;
+2. *write*: the catalog is re-attached read-write for the final INSERTs only, in one
+   transaction (or several, one per chunk of a large file, so the lock is released in
+   between). If another writer committed in between (the catalog's write generation
+   moved, :func:`tso_data.catalog.read_generation`), the caller redoes its checks under
+   the write lock before writing, so nothing is checked against a stale catalog.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Protocol, TypeVar
+
+import duckdb
+
+from tso_data.catalog import Catalog, bump_generation, read_generation
+
+ALIAS = "cat"
+
+
+class StagedWrite:
+    """``with StagedWrite(catalog) as staged:`` stage with ``staged.con``, then
+    ``with staged.write() as changed:`` redo the checks if ``changed`` and write."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.con = duckdb.connect()
+        self.generation = 0
+        self.attached = False
+
+    def __enter__(self) -> "StagedWrite":
+        try:
+            for setting in ("autoinstall_known_extensions", "autoload_known_extensions", "enable_progress_bar"):
+                self.con.execute(f"SET {setting} = false")
+            self._attach(read_only=True)
+            self.generation = read_generation(self.con)
+        except BaseException:
+            self.con.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.con.close()  # detaches the catalog: its lock goes with it
+
+    @contextmanager
+    def write(self) -> Iterator[bool]:
+        """Re-attach the catalog read-write (waiting for the lock like any writer) and run
+        the block in one transaction; yields whether another writer committed since the
+        staging began. Rolled back on any error."""
+        self._detach()
+        self._attach(read_only=False)
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield read_generation(self.con) != self.generation
+            bump_generation(self.con)
+            self.generation = read_generation(self.con)  # a next write() compares with this
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+        self._detach()
+
+    def _attach(self, read_only: bool) -> None:
+        mode = "READ_ONLY" if read_only else "READ_WRITE"
+        path = str(self.catalog.db_path).replace("'", "''")
+        self.catalog.retry_on_lock(lambda: self.con.execute(f"ATTACH '{path}' AS {ALIAS} ({mode})").fetchall())
+        self.attached = True
+        self.con.execute(f"USE {ALIAS}")  # plain table names are the catalog's; TEMP tables stay in memory
+        self.catalog.check_schema_once(self.con)
+
+    def _detach(self) -> None:
+        if self.attached:
+            self.con.execute("USE memory")
+            self.con.execute(f"DETACH {ALIAS}")
+            self.attached = False
+
+
+class ChunkedRows(Protocol):
+    """Rows staged for writing, numbered 0..pending_rows-1."""
+
+    pending_rows: int
+
+    def write_rows(self, start: int, stop: int) -> int:
+        """Insert rows start <= n < stop (inside the open write transaction); returns how many."""
+        ...
+
+
+R = TypeVar("R", bound=ChunkedRows)
+
+ROW_GROUP = 122_880  # DuckDB's rows per row group: chunks of whole row groups append (and
+# checkpoint) cheaply; smaller chunks made every other commit a slow checkpoint
+FIRST_CHUNK_ROWS = ROW_GROUP
+CHUNK_ROWS = (16_384, 8 * ROW_GROUP)  # bounds of the adapted chunk size
+TARGET_HOLD_S = 0.75  # how long one chunk may hold the write lock
+PAUSE_S = 0.15  # the lock left free between chunks: readers retry every 0.1 s at most
+
+
+def write_in_chunks(staged: StagedWrite, rows: R, recheck: Callable[[], R]) -> tuple[R, int]:
+    """Write ``rows`` in transactions of a size adapted to hold the write lock about
+    :data:`TARGET_HOLD_S` each, freeing it for :data:`PAUSE_S` in between, so a reader
+    never waits long behind a large ingest. Before each chunk, if another writer committed
+    since the last check, ``recheck()`` stages the rows again against the catalog as it is
+    now (those already written count as existing). Returns the rows staged last and the
+    number written. All checks ran before the first chunk; a crash between chunks leaves
+    whole chunks, and the same ingest run again adds the rest."""
+    size, start, written = FIRST_CHUNK_ROWS, 0, 0
+    while True:
+        began = time.monotonic()
+        with staged.write() as changed:
+            if changed:
+                rows, start = recheck(), 0
+            stop = start + size
+            if rows.pending_rows:
+                written += rows.write_rows(start, stop)
+        start = stop
+        if start >= rows.pending_rows:
+            return rows, written
+        # towards the target, at most x2 per step: one slow commit (a checkpoint) is no trend
+        factor = min(2.0, max(0.5, TARGET_HOLD_S / max(time.monotonic() - began, 1e-3)))
+        size = max(CHUNK_ROWS[0], min(CHUNK_ROWS[1], int(size * factor)))
+        if size >= ROW_GROUP:  # long texts aside, whole row groups
+            size -= size % ROW_GROUP
+        time.sleep(PAUSE_S)
