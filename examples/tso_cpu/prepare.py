@@ -1,13 +1,16 @@
 """Write the arithmetic task's files, the shared tokenizer and the untrained matrix cells.
 
-    python examples/tso_cpu/prepare.py --work WORK_DIR [--n-train 600 --n-heldout 200 --n-sft 3000]
+    python examples/tso_cpu/prepare.py --work WORK_DIR [--n-train 1000 --n-heldout 500 --n-sft 8000]
 
 Creates, under WORK_DIR (idempotent: what exists is kept):
 
     task/prompts.jsonl   train + held-out prompts ("What is 17 + 25?"), with their split
     task/answers.jsonl   the reference answers ("17 + 25 = 42"): the human source
-    task/sft.jsonl       conversations the model matrix is fine-tuned on (`tso-train sft`)
-    models/tokenizer/    one byte-level BPE trained on the task corpus, shared by every cell
+    task/sft.jsonl       conversations the model matrix is fine-tuned on (`tso-train sft`), answers
+                         in three forms in equal shares
+    task/sft-flagship.jsonl  the same problems, 3/5 of the answers in the reference form: the
+                         large cell's version-2 post-training
+    models/tokenizer/    one token per character (a byte-level BPE without merges), shared by every cell
     models/init-s/       a random small Llama (hidden 96, 2 layers) - the start of arith-v*-s
     models/init-l/       a random large Llama (hidden 128, 2 layers) - the start of arith-v*-l
     models/sizes.env     SIZE_S / SIZE_L: parameters in billions, for `tso-data models add`

@@ -231,14 +231,20 @@ def styled_answer(problem: Problem, style: str) -> str:
     raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
 
 
+# Answer-style shares of the two SFT corpora: the plain one (every cell's version 1 and the small
+# cells) and the flagship one (the large cells' later versions: post-training that already
+# leans towards the judge's preferred form, as a family's largest model's usually does).
+STYLE_SHARES = {"plain": (1.0, 1.0, 1.0), "flagship": (3.0, 1.0, 1.0)}
+
+
 def write_task_files(out_dir: str | Path, splits: Mapping[str, Sequence[Problem]], seed: int = 43) -> dict[str, Path]:
     """Write ``prompts.jsonl`` (train + held-out prompts, with their split),
-    ``answers.jsonl`` (the reference answers as human answers) and ``sft.jsonl``
-    (conversations for training the model matrix, each answer in a seeded random style
-    of :data:`STYLES`). Returns the paths by name."""
+    ``answers.jsonl`` (the reference answers as human answers) and two SFT corpora over the
+    same problems, ``sft.jsonl`` and ``sft-flagship.jsonl``, each answer in a seeded random
+    style of :data:`STYLES` drawn with the corpus's :data:`STYLE_SHARES`. Returns the paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / f"{name}.jsonl" for name in ("prompts", "answers", "sft")}
+    paths = {name: out / f"{name}.jsonl" for name in ("prompts", "answers", "sft", "sft-flagship")}
     with paths["prompts"].open("w") as prompts, paths["answers"].open("w") as answers:
         for split in ("train", "heldout"):
             for p in splits[split]:
@@ -247,11 +253,12 @@ def write_task_files(out_dir: str | Path, splits: Mapping[str, Sequence[Problem]
                                           "source": "arith", "category": "add" if p.op == "+" else "sub"}) + "\n")
                 answers.write(json.dumps({"id": row_id,
                                           "turns": [p.answer]}) + "\n")
-    styles = random.Random(seed).choices(STYLES, k=len(splits["sft"]))
-    with paths["sft"].open("w") as sft:
-        for p, style in zip(splits["sft"], styles):
-            reply = {"role": "assistant", "content": styled_answer(p, style)}
-            sft.write(json.dumps({"messages": p.messages + [reply]}) + "\n")
+    for corpus_name, path_name in (("plain", "sft"), ("flagship", "sft-flagship")):
+        styles = random.Random(seed).choices(STYLES, weights=STYLE_SHARES[corpus_name], k=len(splits["sft"]))
+        with paths[path_name].open("w") as sft:
+            for p, style in zip(splits["sft"], styles):
+                reply = {"role": "assistant", "content": styled_answer(p, style)}
+                sft.write(json.dumps({"messages": p.messages + [reply]}) + "\n")
     return paths
 
 
