@@ -62,13 +62,14 @@ def generate(directory: Path, n_prompts: int) -> None:
 def run_tso(directory: Path, n_pairs: int) -> dict[str, float]:
     import polars as pl
 
-    from tso_data.build.config import load_round_config, resolve_pools
-    from tso_data.build.memory import use_batch_allocator
-    from tso_data.build.pairs import BuildInputs, build_pairs
-    from tso_data.build.snapshot import write_snapshot
+    from tso_data import speed
+    from tso_data.pairs.config import load_round_config
+    from tso_data.pairs.core import BuildInputs, build_pairs
+    from tso_data.pairs.pools import resolve_pools
+    from tso_data.pairs.snapshot import write_snapshot
 
     t0 = time.perf_counter()
-    use_batch_allocator()  # as `tso-data build` does (plan_round) before it reads the inputs
+    speed.apply(speed.BUILD)  # as `tso-data build` does before it reads the inputs
     prompts = pl.read_parquet(directory / "prompts.parquet")
     responses = pl.read_parquet(directory / "responses.parquet", columns=["response_id", "prompt_id", "model", "turns"])
     scores = pl.read_parquet(directory / "scores.parquet")
@@ -174,8 +175,8 @@ def _worker(method: str, directory: Path, n: int) -> None:
     import pandas  # noqa: F401
     import polars  # noqa: F401
 
-    import tso_data.build.pairs  # noqa: F401
-    import tso_data.build.snapshot  # noqa: F401
+    import tso_data.pairs.core  # noqa: F401
+    import tso_data.pairs.snapshot  # noqa: F401
 
     t0 = time.perf_counter()
     fn = {"tso": run_tso, "floor": run_floor, "pandas": run_pandas}[method]

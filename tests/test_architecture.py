@@ -48,14 +48,14 @@ def test_imports_are_read_with_their_package() -> None:
     """The checker itself finds a known import (sql_cmds uses ingest_cmds' catalog opener) and
     resolves a relative import against the file's package."""
     assert "tso_data.cli.ingest_cmds" in imported_modules(DATA / "cli" / "sql_cmds.py")
-    assert _package_of(DATA / "build" / "pairs.py") == "tso_data.build"
+    assert _package_of(DATA / "pairs" / "run.py") == "tso_data.pairs"
 
 
 def test_tso_train_never_imports_tso_data() -> None:
     assert offenders(sources(TRAIN), "tso_data") == []
 
 
-@pytest.mark.parametrize("package", ["build"])
+@pytest.mark.parametrize("package", ["pairs"])
 def test_pair_building_never_imports_generation(package: str) -> None:
     assert offenders(sources(DATA / package), "tso_data.generate") == []
 

@@ -98,8 +98,9 @@ def _dotted_family(cat: Path) -> None:
 
 
 def test_dotted_versions_order_natively(tmp_path: Path) -> None:
-    from tso_data.build.config import load_round_config, resolve_pools
-    from tso_data.build.run import load_models
+    from tso_data.pairs.config import load_round_config
+    from tso_data.pairs.pools import resolve_pools
+    from tso_data.pairs.run import load_models
 
     cat = tmp_path / "cat"
     _dotted_family(cat)
@@ -194,17 +195,17 @@ READER = "import duckdb, sys; duckdb.connect(sys.argv[1], read_only=True).execut
 
 
 def test_a_reader_gets_in_while_an_ingest_checks_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tso_data.ingest import core
+    from tso_data.ingest import kinds
 
     catalog = Catalog.init(tmp_path / "cat")
     seen: list[int] = []
-    write_prompts = core._WRITERS["prompts"]
+    prepare_prompts = kinds.PREPARE_BY_KIND["prompts"]
 
     def checking(job) -> None:  # the checks of the file run now: may another process read?
         seen.append(subprocess.run([sys.executable, "-c", READER, str(catalog.db_path)], capture_output=True).returncode)
-        write_prompts(job)
+        prepare_prompts(job)
 
-    monkeypatch.setitem(core._WRITERS, "prompts", checking)
+    monkeypatch.setitem(kinds.PREPARE_BY_KIND, "prompts", checking)
     f = tmp_path / "p.jsonl"
     f.write_text(json.dumps({"prompt": "a question"}) + "\n", encoding="utf-8")
     ok("ingest", "prompts", str(f), "-c", str(catalog.root))

@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from tso_data.catalog import Catalog
 from tso_data.generate.backend import Request, Result, SamplingParams
 from tso_data.generate.factory import BackendOptions, get_backend
-from tso_data.generate.job import GenerateSpec, plan_generation, run_generation
+from tso_data.generate.job import run_generation
+from tso_data.generate.plan import GenerateSpec, plan_generation
 from tso_data.generate.transformers_backend import TransformersBackend, TransformersSettings
 from tso_data.matrix import add_model, get_model
 

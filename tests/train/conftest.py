@@ -1,5 +1,6 @@
 """Fixtures of the trainer's tests: snapshots written directly with pyarrow (the contract of
-DESIGN.md §4), hh-rlhf pairs, and a tiny model."""
+docs/design.md, 4. The snapshot contract: tso_train.snapshot.SNAPSHOT_SCHEMA, which a test holds
+equal to the writer's in tso_data), hh-rlhf pairs, and a tiny model."""
 
 from __future__ import annotations
 
@@ -11,16 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-SNAPSHOT_SCHEMA = pa.schema([
-    ("prompt", MESSAGES), ("chosen", MESSAGES), ("rejected", MESSAGES),
-    ("pair_id", pa.string()), ("prompt_id", pa.string()), ("kind", pa.string()),
-    ("chosen_source", pa.string()), ("rejected_source", pa.string()),
-    ("chosen_score", pa.float64()), ("rejected_score", pa.float64()), ("round", pa.int64()),
-])
+from tso_train.snapshot import MESSAGES, SCHEMA_VERSION, SNAPSHOT_SCHEMA
 
 
-def write_snapshot(path: Path, pairs: list[dict], *, version: str = "1", drop: tuple[str, ...] = ()) -> Path:
+def write_snapshot(path: Path, pairs: list[dict], *, version: str = SCHEMA_VERSION, drop: tuple[str, ...] = ()) -> Path:
     """pairs: dicts with prompt/chosen/rejected message lists."""
     rows = []
     for i, p in enumerate(pairs):

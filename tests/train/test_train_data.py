@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -11,11 +12,20 @@ import pytest
 
 from tso_train.data import EncodedSequence, encode_conversation, encode_pairs, truncate_pair
 from tso_train.errors import TSOTrainError
-from tso_train.snapshot import PROVENANCE_COLUMNS, read_snapshot
+from tso_train.snapshot import PROVENANCE_COLUMNS, SCHEMA_VERSION, SNAPSHOT_SCHEMA, read_snapshot
 
 U = lambda c: {"role": "user", "content": c}  # noqa: E731
 A = lambda c: {"role": "assistant", "content": c}  # noqa: E731
 PAIR = {"prompt": [U("What is 2+3?")], "chosen": [A("It is 5.")], "rejected": [A("It is 6.")]}
+
+
+def test_the_reader_schema_is_the_writers():
+    """tso_train keeps its own copy of the contract (it never imports tso_data; docs/design.md,
+    2. Architecture): column names, order and types, and the schema version, equal the writer's."""
+    writer = importlib.import_module("tso_data.pairs.snapshot")  # imported by name: tso_train never imports it
+    assert SNAPSHOT_SCHEMA.equals(writer.SNAPSHOT_SCHEMA, check_metadata=False), (SNAPSHOT_SCHEMA, writer.SNAPSHOT_SCHEMA)
+    assert SNAPSHOT_SCHEMA.field("round").type == pa.int32()
+    assert SCHEMA_VERSION == writer.SCHEMA_VERSION
 
 
 def test_reads_a_tso_snapshot(tmp_path, shared_data, th):

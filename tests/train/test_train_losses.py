@@ -10,6 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tso_train.losses import CDPOLoss, DPOLoss, DualClipLoss, IPOLoss, PairLogps, make_loss
+from tso_train.settings import LOSS_NAMES, LOSS_PARAMETERS, FitConfig, defaults
+
+PAPER = {k: defaults(FitConfig)[k] for k in ("beta", "gamma_w", "gamma_l", "ipo_tau", "cdpo_eps")}
 
 # policy chosen/rejected, reference chosen/rejected (summed log-probs)
 FIXED = PairLogps(torch.tensor([-10.0, -30.0]), torch.tensor([-20.0, -25.0]),
@@ -85,10 +88,23 @@ def test_dpo_gradient_is_minus_beta_sigma_minus_h(pc, pr, rc, rr, beta):
 def test_cdpo_with_no_label_noise_is_dpo_and_losses_are_nonnegative(pc, pr, rc, rr):
     lp = PairLogps(*(torch.tensor([v], dtype=torch.float64) for v in (pc, pr, rc, rr)))
     assert float(CDPOLoss(0.1, 0.0)(lp).losses) == pytest.approx(float(DPOLoss(0.1)(lp).losses))
-    for name in ("dpo", "dual-clip", "ipo", "cdpo"):
-        assert float(make_loss(name)(lp).losses) >= 0.0
+    for name in LOSS_NAMES:
+        assert float(make_loss(name, **PAPER)(lp).losses) >= 0.0
+
+
+def test_every_loss_name_builds_its_loss_with_its_own_parameters():
+    """LOSS_NAMES (tso_train.settings) is the one list: the CLI's choices, the settings check and
+    make_loss all use it, and each loss reads only β and its LOSS_PARAMETERS."""
+    built = {name: make_loss(name, **PAPER) for name in LOSS_NAMES}
+    assert {name: type(loss) for name, loss in built.items()} == {
+        "dual-clip": DualClipLoss, "dpo": DPOLoss, "ipo": IPOLoss, "cdpo": CDPOLoss}
+    for name, loss in built.items():
+        changed = {k: (v * 2 if k not in ("beta", *LOSS_PARAMETERS[name]) else v) for k, v in PAPER.items()}
+        assert make_loss(name, **changed) == loss, name  # the other losses' parameters change nothing
+        for own in LOSS_PARAMETERS[name]:
+            assert make_loss(name, **{**PAPER, own: PAPER[own] / 2}) != loss, (name, own)
 
 
 def test_unknown_loss_name():
     with pytest.raises(ValueError, match="unknown loss"):
-        make_loss("kto")
+        make_loss("kto", **PAPER)

@@ -1,5 +1,5 @@
-"""From judgments to one score per target, and the threshold τ that splits the base
-model's answers (paper eqs. 7–8). Pure functions over Polars frames.
+"""From judgments to one score per target (the threshold τ that splits the base model's
+answers by these scores is :mod:`tso_data.pairs.tau`). Pure functions over Polars frames.
 
 Aggregation, in order:
 
@@ -14,15 +14,10 @@ Aggregation, in order:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
 
 import polars as pl
 
 from tso_data.errors import TSODataError
-
-TauMode = Literal["global-mean", "prompt-mean", "fixed"]
-TAU_MODES: tuple[str, ...] = ("global-mean", "prompt-mean", "fixed")
-
 
 def select_judge(judgments: pl.DataFrame, judge: str | None) -> pl.DataFrame:
     """Keep one judge's judgments. With ``judge=None`` the frame must hold at most one judge.
@@ -145,45 +140,3 @@ def check_weights(weights: Mapping[str, float], what: str) -> None:
             raise TSODataError(f"{what}: weight of {name!r} is {w}; weights must be >= 0")
     if weights and sum(weights.values()) <= 0:
         raise TSODataError(f"{what}: weights sum to zero")
-
-
-def tau_per_prompt(
-    base_scores: pl.DataFrame, mode: TauMode, value: float | None = None
-) -> tuple[pl.DataFrame, float | None]:
-    """τ for every prompt of ``base_scores`` (columns ``prompt_id``, ``score``: the round's
-    scored base answers). Returns (``prompt_id, tau`` frame, global τ or None for per-prompt).
-
-    - ``global-mean`` (default, the paper): τ = mean of all base scores;
-    - ``prompt-mean``: τ = mean of that prompt's base scores;
-    - ``fixed``: τ = ``value``.
-
-    >>> s = pl.DataFrame({"prompt_id": ["p", "p", "q"], "score": [2.0, 4.0, 9.0]})
-    >>> frame, tau = tau_per_prompt(s, "global-mean"); tau
-    5.0
-    >>> tau_per_prompt(s, "prompt-mean")[0].sort("prompt_id").rows()
-    [('p', 3.0), ('q', 9.0)]
-    >>> tau_per_prompt(s, "fixed", 4.0)[1]
-    4.0
-    >>> tau_per_prompt(s.clear(), "global-mean")
-    Traceback (most recent call last):
-    ...
-    tso_data.errors.TSODataError: no scored base answers: τ (global-mean) needs judge scores of the base model's responses; run `tso-data judge` first, or set tau.mode = "fixed"
-    """
-    prompts = base_scores.select("prompt_id").unique()
-    if mode == "fixed":
-        if value is None:
-            raise TSODataError('tau.mode = "fixed" needs tau.value (or --tau)')
-        return prompts.with_columns(pl.lit(float(value)).alias("tau")), float(value)
-    if mode not in TAU_MODES:
-        raise TSODataError(f"tau.mode {mode!r}: expected one of {', '.join(TAU_MODES)}")
-    scored = base_scores.filter(pl.col("score").is_not_null())
-    if scored.height == 0:
-        raise TSODataError(
-            f"no scored base answers: τ ({mode}) needs judge scores of the base model's "
-            'responses; run `tso-data judge` first, or set tau.mode = "fixed"'
-        )
-    if mode == "global-mean":
-        tau = float(scored.get_column("score").mean())  # type: ignore[arg-type]
-        return prompts.with_columns(pl.lit(tau).alias("tau")), tau
-    per = scored.group_by("prompt_id").agg(pl.col("score").mean().alias("tau"))
-    return per, None

@@ -10,6 +10,8 @@ import click
 from tso_train import __version__
 from tso_train.console import quiet_third_party
 from tso_train.errors import TSOTrainError
+from tso_train.settings import LOSS_NAMES, FitConfig, SFTConfig, defaults, flag
+from tso_train.speed import SpeedSwitches
 
 
 class TrainGroup(click.Group):
@@ -76,41 +78,105 @@ def _quiet_start() -> None:
     prepare_deepspeed_import()
 
 
-def _betas(value: str) -> tuple[float, float]:
-    try:
-        b1, b2 = (float(x) for x in value.split(","))
-    except ValueError:
-        raise TSOTrainError(f"--adam-betas {value}: must be two numbers in [0, 1), like 0.9,0.95") from None
-    return b1, b2
+class AdamBetas(click.ParamType):
+    """Two numbers, ``B1,B2`` (each in [0, 1): checked with the other settings)."""
+
+    name = "B1,B2"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            b1, b2 = (float(x) for x in str(value).split(","))
+        except ValueError:
+            raise TSOTrainError(f"--adam-betas {value}: must be two numbers in [0, 1), like 0.9,0.95") from None
+        return b1, b2
 
 
-def engine_options(f):
-    """Options shared by `fit` and `sft` (defaults of `fit` = the paper's, Appendix C.2)."""
-    options = [
-        click.option("--micro-batch", default=4, show_default=True, help="Pairs (fit) / conversations (sft) per forward per rank."),
-        click.option("--weight-decay", default=0.05, show_default=True),
-        click.option("--adam-betas", default="0.9,0.95", show_default=True),
-        click.option("--adam-eps", default=1e-8, show_default=True),
-        click.option("--warmup-ratio", default=0.1, show_default=True, help="Warm-up share of each part's steps (paper: unstated)."),
-        click.option("--grad-clip", default=1.0, show_default=True, help="Gradient-norm clip (0: none)."),
-        click.option("--max-length", type=MaxLength(), default=1024, show_default=True,
-                     help="Tokens per sequence (or 'none': no limit); longer ones keep the prompt's end and the answer's start."),
-        click.option("--zero", type=click.IntRange(0, 3), default=0, show_default=True, help="DeepSpeed ZeRO stage."),
-        click.option("--offload", is_flag=True, help="ZeRO CPU offload of the optimiser (and parameters at stage 3)."),
-        click.option("--bf16", is_flag=True, help="bfloat16 weights/activations (fp32 master weights in the optimiser)."),
-        click.option("--gradient-checkpointing", is_flag=True),
-        click.option("--packing/--no-packing", default=None,
-                     help="Padding-free micro-batches (sequences packed end to end, attention per sequence) where the "
-                          "model's attention allows it (sdpa/eager); --no-packing pads instead. Default: packed on CPU, "
-                          "padded on a GPU (packed measured ~8x slower on an H200, cause not yet known)."),
-        click.option("--seed", default=43, show_default=True),
-        click.option("--deepspeed-config", type=click.Path(exists=True, dir_okay=False), help="JSON deep-merged over the config built from the flags."),
-        click.option("--save-every", default=50, show_default=True, help="Resumable engine checkpoint every K optimiser steps."),
-        click.option("--resume", is_flag=True, help="Continue OUT's run from its last checkpoint (exact part, step and sample)."),
-    ]
-    for opt in reversed(options):
-        f = opt(f)
-    return f
+# Help for each settings field (tso_train.settings), in the order `--help` lists them. The
+# options are built from the fields: each flag's default is the dataclass's.
+FIT_HELP = {
+    "model": "Policy to train: a transformers causal-LM directory (or hub id).",
+    "out": "Run directory (part-K/, final, checkpoints/, metrics.jsonl).",
+    "loss": "The preference loss.",
+    "beta": "β: reward scale.",
+    "gamma_w": "γ_w: dual-clip chosen-reward target.",
+    "gamma_l": "γ_l: dual-clip rejected-reward target (−γ_l).",
+    "ipo_tau": "τ of the IPO loss.",
+    "cdpo_eps": "ε of the cDPO loss (label-flip rate).",
+    "parts": "T: parts of the mini-batch-iterative schedule (reference reset before each).",
+    "epochs": "Epochs per part.",
+    "global_batch": "Pairs per optimiser step over all ranks.",
+    "lr": "Peak AdamW learning rate (warm-up, cosine to 0, restarted every part).",
+    "length_average": "Use length-averaged instead of summed sequence log-probs.",
+    "score_user_turns": "Multi-turn pairs: also score the user turns inside chosen/rejected (TRL DPOTrainer's "
+                        "convention); by default only assistant turns are scored.",
+}
+SFT_HELP = {
+    "model": "Model to fine-tune (transformers causal-LM directory).",
+    "out": "Run directory (final/, checkpoints/, metrics.jsonl).",
+    "epochs": None,
+    "global_batch": "Conversations per optimiser step over all ranks.",
+    "lr": None,
+}
+ENGINE_HELP = {
+    "micro_batch": "Pairs (fit) / conversations (sft) per forward per rank.",
+    "weight_decay": "AdamW weight decay (matrices only, not biases and norms).",
+    "adam_betas": "AdamW's β1,β2.",
+    "adam_eps": "AdamW's ε.",
+    "warmup_ratio": "Warm-up share of each part's steps (paper: unstated).",
+    "grad_clip": "Gradient-norm clip (0: none).",
+    "max_length": "Tokens per sequence (or 'none': no limit); longer ones keep the prompt's end and the answer's start.",
+    "zero": "DeepSpeed ZeRO stage.",
+    "offload": "ZeRO CPU offload of the optimiser (and parameters at stage 3).",
+    "bf16": "bfloat16 weights/activations (fp32 master weights in the optimiser).",
+    "gradient_checkpointing": "Recompute activations in backward (less memory, the same result).",
+    "packing": "Padding-free micro-batches (sequences packed end to end, attention per sequence) where the model's "
+               "attention allows it (sdpa/eager); --no-packing pads instead. Default: packed on CPU, padded on a "
+               "GPU (see the README's benchmarks).",
+    "seed": "Seed of the shuffles (the parts, every epoch's order).",
+    "deepspeed_config": "JSON deep-merged over the config built from the flags.",
+    "save_every": "Resumable engine checkpoint every K optimiser steps.",
+    "resume": "Continue OUT's run from its last checkpoint (exact part, step and sample).",
+}
+# click types where the default's own type is not the whole story
+CLICK_TYPES = {
+    "out": click.Path(file_okay=False),
+    "loss": click.Choice(LOSS_NAMES),
+    "zero": click.IntRange(0, 3),
+    "max_length": MaxLength(),
+    "adam_betas": AdamBetas(),
+    "deepspeed_config": click.Path(exists=True, dir_okay=False),
+}
+
+
+def settings_options(config: type, help_by_field: dict[str, str | None]):
+    """The click options of ``config``'s fields named in ``help_by_field`` (in its order): the
+    flag is the field's name (tso_train.settings.flag), the default is the field's; a field
+    without a default is a required option, a boolean one a flag."""
+    field_defaults = defaults(config)
+
+    def decorate(f):
+        for name in reversed(help_by_field):
+            kwargs: dict = {"help": help_by_field[name]}
+            if name in CLICK_TYPES:
+                kwargs["type"] = CLICK_TYPES[name]
+            if name not in field_defaults:
+                kwargs["required"] = True
+            elif name == "packing":
+                f = click.option("--packing/--no-packing", default=None, **kwargs)(f)
+                continue
+            elif field_defaults[name] is False:
+                kwargs["is_flag"] = True
+            else:
+                default = field_defaults[name]
+                if isinstance(default, tuple):  # as typed on the command line: B1,B2
+                    default = ",".join(map(str, default))
+                kwargs.update(default=default, show_default=default is not None)
+            f = click.option(flag(name), **kwargs)(f)
+        return f
+
+    return decorate
 
 
 FIT_EPILOG = """\b
@@ -124,24 +190,8 @@ Examples:
 
 @cli.command("fit", epilog=FIT_EPILOG)
 @click.argument("snapshot", type=click.Path(dir_okay=False))
-@click.option("--model", required=True, help="Policy to train: a transformers causal-LM directory (or hub id).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (part-K/, final, checkpoints/, metrics.jsonl).")
-@click.option("--loss", type=click.Choice(["dual-clip", "dpo", "ipo", "cdpo"]), default="dual-clip", show_default=True)
-@click.option("--beta", default=0.1, show_default=True, help="β: reward scale.")
-@click.option("--gamma-w", default=20.0, show_default=True, help="γ_w: dual-clip chosen-reward target.")
-@click.option("--gamma-l", default=10.0, show_default=True, help="γ_l: dual-clip rejected-reward target (−γ_l).")
-@click.option("--ipo-tau", default=0.2, show_default=True, help="τ of the IPO loss.")
-@click.option("--cdpo-eps", default=0.3, show_default=True, help="ε of the cDPO loss (label-flip rate).")
-@click.option("--parts", default=3, show_default=True, help="T: parts of the mini-batch-iterative schedule (reference reset before each).")
-@click.option("--epochs", default=2, show_default=True, help="Epochs per part.")
-@click.option("--global-batch", default=256, show_default=True, help="Pairs per optimiser step over all ranks.")
-@click.option("--lr", default=1e-6, show_default=True, help="Peak AdamW learning rate (warm-up, cosine to 0, restarted every part).")
-@click.option("--length-average", is_flag=True, help="Use length-averaged instead of summed sequence log-probs.")
-@click.option("--score-user-turns", is_flag=True,
-              help="Multi-turn pairs: also score the user turns inside chosen/rejected (TRL DPOTrainer's convention); "
-                   "by default only assistant turns are scored.")
-@engine_options
-def fit_cmd(snapshot: str, model: str, out: str, adam_betas: str, max_length: int | None, **kw) -> None:
+@settings_options(FitConfig, FIT_HELP | ENGINE_HELP)
+def fit_cmd(**settings) -> None:
     """Mini-batch-iterative preference optimisation on a pair SNAPSHOT (Parquet).
 
     Shuffles the pairs with --seed, splits them into --parts equal parts and trains on one at a
@@ -151,10 +201,9 @@ def fit_cmd(snapshot: str, model: str, out: str, adam_betas: str, max_length: in
     """
     _quiet_start()
     from tso_train.console import fit_summary
-    from tso_train.loop import FitConfig, fit
+    from tso_train.loop import fit
 
-    cfg = FitConfig(snapshot=snapshot, model=model, out=out, adam_betas=_betas(adam_betas), max_length=max_length, **kw)
-    _run(fit, cfg, fit_summary, "fit")
+    _run(fit, FitConfig(**settings, speed=SpeedSwitches.from_environment()), fit_summary, "fit")
 
 
 def _run(train, cfg, summary_line, description: str) -> None:
@@ -169,9 +218,10 @@ def _run(train, cfg, summary_line, description: str) -> None:
         progress.stop()
     if rank() == 0:
         click.echo(summary_line(summary))
-    # Python's final garbage collection walks every object torch, transformers and DeepSpeed
-    # created (1-2 s on 2 cores) and frees nothing a finished run needs: leave them to the OS.
-    gc.freeze()
+    if cfg.speed.freeze_gc_at_exit:
+        # Python's final garbage collection walks every object torch, transformers and DeepSpeed
+        # created and frees nothing a finished run needs: leave them to the OS
+        gc.freeze()
 
 
 SFT_EPILOG = """\b
@@ -183,22 +233,16 @@ Examples:
 
 @cli.command("sft", epilog=SFT_EPILOG)
 @click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--model", required=True, help="Model to fine-tune (transformers causal-LM directory).")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--epochs", default=1, show_default=True)
-@click.option("--global-batch", default=32, show_default=True, help="Conversations per optimiser step over all ranks.")
-@click.option("--lr", default=1e-5, show_default=True)
-@engine_options
-def sft_cmd(data: str, model: str, out: str, adam_betas: str, max_length: int | None, **kw) -> None:
+@settings_options(SFTConfig, SFT_HELP | ENGINE_HELP)
+def sft_cmd(**settings) -> None:
     """Supervised fine-tuning on conversations (DATA: Parquet or JSONL with a `messages` column of
     {role, content}); the loss is on assistant tokens only. Same engine as `fit` — used to correct
     the judge on the judge-SFT export."""
     _quiet_start()
     from tso_train.console import sft_summary
-    from tso_train.sft import SFTConfig, sft
+    from tso_train.sft import sft
 
-    cfg = SFTConfig(data=data, model=model, out=out, adam_betas=_betas(adam_betas), max_length=max_length, **kw)
-    _run(sft, cfg, sft_summary, "sft")
+    _run(sft, SFTConfig(**settings, speed=SpeedSwitches.from_environment()), sft_summary, "sft")
 
 
 @cli.command("plot")

@@ -6,14 +6,16 @@ import json
 import os
 import socket
 import sys
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from tso_train.errors import TSOTrainError
+
+if TYPE_CHECKING:
+    from tso_train.settings import EngineSettings
 
 
 def ensure_distributed_env() -> None:
@@ -32,63 +34,12 @@ def ensure_distributed_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(port))
 
 
-_malloc_trim = None
-
-
-def tune_cpu_allocator() -> None:
-    """On CPU (glibc), arrange for :func:`release_freed_memory` to hand freed heap pages back to
-    the OS. glibc serves training's large, varying tensors from its heap (its mmap threshold
-    rises with the sizes it sees), and the heap's free holes stay resident: on the benchmark model
-    that is ~7 % of peak RSS. Trimming after each backward pass returns them for a few page
-    faults; pinning the mmap threshold at 1 MiB instead (our earlier choice) saved a little more
-    (~12 %) but faulted every large allocation in afresh: ~50 % slower steps. TSO_TRAIN_NO_MALLOPT=1 turns it off;
-    no-op on GPU machines and outside glibc."""
-    global _malloc_trim
-    if torch.cuda.is_available() or os.environ.get("TSO_TRAIN_NO_MALLOPT"):
-        return
-    try:
-        import ctypes
-
-        _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        _malloc_trim = None
-
-
-def release_freed_memory() -> None:
-    """glibc ``malloc_trim(0)`` when :func:`tune_cpu_allocator` enabled it (after a backward pass,
-    when the micro-batch's activations have just been freed)."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    global_batch: int
-    micro_batch: int
-    lr: float
-    weight_decay: float = 0.05
-    adam_betas: tuple[float, float] = (0.9, 0.95)
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0
-    zero: int = 0
-    offload: bool = False
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    deepspeed_config: str | None = None
-
-
-def engine_options(cfg: object, global_batch: int) -> EngineOptions:
-    """The engine options of a fit or sft config (same field names), at ``global_batch``."""
-    names = [f.name for f in fields(EngineOptions) if f.name != "global_batch"]
-    return EngineOptions(global_batch=global_batch, **{n: getattr(cfg, n) for n in names})
 
 
 def _deep_merge(base: dict, override: dict) -> dict:
@@ -114,56 +65,55 @@ def check_batch_sizes(global_batch: int, micro_batch: int, ranks: int) -> int:
     return global_batch // (micro_batch * ranks)
 
 
-def build_ds_config(opts: EngineOptions) -> dict[str, Any]:
-    """The DeepSpeed config from the flags; a --deepspeed-config file is deep-merged over it
-    (its keys win, except batch sizes, which must agree with the flags)."""
-    gas = check_batch_sizes(opts.global_batch, opts.micro_batch, world_size())
+def build_ds_config(cfg: EngineSettings, global_batch: int) -> dict[str, Any]:
+    """The DeepSpeed config from the settings, at ``global_batch`` (the settings' own, or the
+    one a small part was clamped to); a --deepspeed-config file is deep-merged over it (its keys
+    win, except batch sizes, which must agree with the flags)."""
+    gas = check_batch_sizes(global_batch, cfg.micro_batch, world_size())
     on_gpu = torch.cuda.is_available()
-    zero: dict[str, Any] = {"stage": opts.zero}
-    if opts.offload:
-        if opts.zero == 0:
+    zero: dict[str, Any] = {"stage": cfg.zero}
+    if cfg.offload:
+        if cfg.zero == 0:
             raise TSOTrainError("--offload needs --zero 1, 2 or 3")
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
-        if opts.zero == 3:
+        if cfg.zero == 3:
             zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
-    if opts.zero == 3:
+    if cfg.zero == 3:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     config: dict[str, Any] = {
-        "train_batch_size": opts.global_batch,
-        "train_micro_batch_size_per_gpu": opts.micro_batch,
+        "train_batch_size": global_batch,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch,
         "gradient_accumulation_steps": gas,
-        "gradient_clipping": opts.grad_clip,
+        "gradient_clipping": cfg.grad_clip,
         "zero_optimization": zero,
-        "bf16": {"enabled": opts.bf16},
+        "bf16": {"enabled": cfg.bf16},
         "optimizer": {
             "type": "AdamW",
             "params": {
-                "lr": opts.lr,
-                "betas": list(opts.adam_betas),
-                "eps": opts.adam_eps,
-                "weight_decay": opts.weight_decay,
-                # torch's AdamW: no 70 s FusedAdam build on CPU. With offload on a GPU
-                # machine DeepSpeed's CPU Adam is the fast choice.
-                "torch_adam": not (on_gpu and opts.offload),
-                # on CPU, torch's fused kernel: one pass over each tensor and none of the
-                # parameter-sized temporaries of the foreach implementation
-                **({} if on_gpu else {"fused": True}),
+                "lr": cfg.lr,
+                "betas": list(cfg.adam_betas),
+                "eps": cfg.adam_eps,
+                "weight_decay": cfg.weight_decay,
+                # torch's AdamW: DeepSpeed's FusedAdam would be compiled first. With offload on a
+                # GPU machine DeepSpeed's CPU Adam is the fast choice.
+                "torch_adam": not (on_gpu and cfg.offload),
+                **({"fused": True} if cfg.speed.fused_adamw and not on_gpu else {}),
             },
         },
         "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if opts.deepspeed_config:
-        path = Path(opts.deepspeed_config)
+    if cfg.deepspeed_config:
+        path = Path(cfg.deepspeed_config)
         try:
             user = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise TSOTrainError(f"{path}: cannot read DeepSpeed config ({exc})") from None
         config = _deep_merge(config, user)
-        if user.get("train_batch_size", opts.global_batch) != opts.global_batch or user.get(
-            "train_micro_batch_size_per_gpu", opts.micro_batch
-        ) != opts.micro_batch:
+        if user.get("train_batch_size", global_batch) != global_batch or user.get(
+            "train_micro_batch_size_per_gpu", cfg.micro_batch
+        ) != cfg.micro_batch:
             raise TSOTrainError(
                 f"{path}: batch sizes disagree with --global-batch/--micro-batch; set them with the flags"
             )
@@ -214,11 +164,10 @@ def load_causal_lm(path: str, *, bf16: bool = False, gradient_checkpointing: boo
     return model, tokenizer
 
 
-def start_training_process(cfg: object):
+def start_training_process(cfg: EngineSettings):
     """Once every check has passed (a refused command leaves the process alone): the process
-    group's environment, the CPU allocator, then the model and tokenizer of ``cfg.model``."""
+    group's environment, then the model and tokenizer of ``cfg.model``."""
     ensure_distributed_env()
-    tune_cpu_allocator()
     return load_causal_lm(cfg.model, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing)
 
 
@@ -248,7 +197,7 @@ def prepare_deepspeed_import() -> None:
     ops per environment — a ``torch_extensions`` folder inside the virtual environment when it
     is writable and the user has not set TORCH_EXTENSIONS_DIR. torch's default cache
     (``~/.cache/torch_extensions``) is keyed by the Python version only, so two environments on
-    one machine rebuild each other's ops (55-146 s each time)."""
+    one machine would rebuild each other's ops."""
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if "TORCH_EXTENSIONS_DIR" not in os.environ and sys.prefix != sys.base_prefix and os.access(sys.prefix, os.W_OK):
@@ -257,9 +206,9 @@ def prepare_deepspeed_import() -> None:
 
 def _skip_shared_memory_comm_op() -> None:
     """DeepSpeed compiles a shared-memory communication op whenever it sets up its process
-    group on CPU (about a minute on a cold cache). Only its inference all-reduce (tensor-parallel
-    inference) uses the op; training's collectives go through torch.distributed. tso-train never
-    runs DeepSpeed inference, so the op is not built."""
+    group on CPU. Only its inference all-reduce (tensor-parallel inference) uses the op;
+    training's collectives go through torch.distributed, and tso-train never runs DeepSpeed
+    inference (SpeedSwitches.skip_inference_comm_op)."""
     import importlib
 
     try:  # (`from deepspeed.comm import torch` would name the torch package deepspeed.comm imports)
@@ -270,14 +219,14 @@ def _skip_shared_memory_comm_op() -> None:
         ds_comm_torch.build_shm_op = lambda: None
 
 
-def op_build_notice(opts: EngineOptions, on_gpu: bool) -> str | None:
+def op_build_notice(offload: bool, on_gpu: bool) -> str | None:
     """The line to show before DeepSpeed compiles an op this run needs and the environment's
     cache lacks: its CPU Adam, with --offload on a GPU machine (on CPU no op is compiled).
 
-    >>> op_build_notice(EngineOptions(global_batch=8, micro_batch=4, lr=1e-6), on_gpu=False) is None
+    >>> op_build_notice(offload=False, on_gpu=True) is None
     True
     """
-    if not (on_gpu and opts.offload):
+    if not (on_gpu and offload):
         return None
     cache = os.environ.get("TORCH_EXTENSIONS_DIR")
     if cache and (Path(cache) / "cpu_adam" / "cpu_adam.so").is_file():
@@ -285,26 +234,29 @@ def op_build_notice(opts: EngineOptions, on_gpu: bool) -> str | None:
     return "building DeepSpeed's CPU Adam op for --offload (once per environment; a minute or more)…"
 
 
-def initialize(module: nn.Module, opts: EngineOptions, *, weight_decay_module: nn.Module | None = None):
-    """Start DeepSpeed on ``module``; returns the engine (its optimiser is engine.optimizer)."""
+def initialize(module: nn.Module, cfg: EngineSettings, global_batch: int, *,
+               weight_decay_module: nn.Module | None = None):
+    """Start DeepSpeed on ``module`` with the settings' engine, at ``global_batch``; returns the
+    engine (its optimiser is engine.optimizer). The switches of ``cfg.speed`` that concern the
+    engine apply here."""
     ensure_distributed_env()
     prepare_deepspeed_import()
     import deepspeed
 
-    _skip_shared_memory_comm_op()
-    notice = op_build_notice(opts, torch.cuda.is_available())
+    if cfg.speed.skip_inference_comm_op:
+        _skip_shared_memory_comm_op()
+    notice = op_build_notice(cfg.offload, torch.cuda.is_available())
     if notice and rank() == 0:
         print(notice, file=sys.stderr, flush=True)
 
-    config = build_ds_config(opts)
     engine, _, _, _ = deepspeed.initialize(
         model=module,
-        model_parameters=param_groups(weight_decay_module or module, opts.weight_decay),
-        config=config,
+        model_parameters=param_groups(weight_decay_module or module, cfg.weight_decay),
+        config=build_ds_config(cfg, global_batch),
     )
-    if world_size() == 1 and opts.zero == 0:
-        # One rank, ZeRO 0: the gradient all-reduce is an identity, yet DeepSpeed would flatten
-        # every gradient into a bucket, "reduce" it and copy it back at each optimiser step.
+    if cfg.speed.skip_identity_allreduce and world_size() == 1 and cfg.zero == 0:
+        # one rank at ZeRO 0: the gradient all-reduce is an identity, yet DeepSpeed would flatten
+        # every gradient into a bucket, "reduce" it and copy it back at each optimiser step
         engine.enable_backward_allreduce = False
     return engine
 
@@ -330,6 +282,10 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def max_over_ranks(value: int) -> int:
+    return int(all_reduce_max(torch.tensor([value], dtype=torch.float64))[0])
+
+
 def barrier() -> None:
     import torch.distributed as dist
 
@@ -344,20 +300,6 @@ def peak_memory_bytes() -> int:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def cosine_lr(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warm-up then cosine to 0 over one part (``step`` counts from 0).
-
-    >>> [round(cosine_lr(s, 4, 1, 1.0), 3) for s in range(4)]
-    [0.5, 1.0, 0.75, 0.25]
-    """
-    import math
-
-    if step < warmup_steps:
-        return peak * (step + 1) / (warmup_steps + 1)
-    span = max(1, total_steps - warmup_steps)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * (step - warmup_steps) / span))
 
 
 def grad_norm_before_step(engine) -> float | None:

@@ -8,8 +8,9 @@ largest tensor of a DPO step (batch × length × vocab × 4 bytes). We avoid it 
 2. each token's log-prob is ``logit[label] - logsumexp(logits)``, computed in fp32 a chunk of
    rows at a time, so no full log-softmax tensor is ever built;
 3. optionally (``fused_head=True``, ZeRO 0-2 only) the head's logits are recomputed per chunk in
-   backward rather than kept. Off by default: on the CPU benchmark it saved ~4 % peak RSS but
-   made a step about 2x slower; worth revisiting on GPU with large vocabularies.
+   backward rather than kept: less memory for a second head matrix multiply. The switch is
+   ``fused_lm_head`` (tso_train.speed), off by default: on CPU the recomputation costs more time
+   than the memory is worth.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The preference losses of DESIGN.md §1, with the paper's sign slips fixed.
+"""The preference losses of docs/design.md, 1. The method, with the paper's sign slips fixed.
 
 With r_w = β·(log π_θ(y_w|x) − log π_ref(y_w|x)), r_l likewise and h = r_w − r_l:
 
@@ -26,7 +26,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-LOSS_NAMES = ("dual-clip", "dpo", "ipo", "cdpo")
+from tso_train.settings import LOSS_NAMES
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _output(losses, r_w, r_l, h, **clip) -> LossOutput:
 
 @dataclass(frozen=True)
 class DPOLoss:
-    beta: float = 0.1
+    beta: float
 
     def __call__(self, logps: PairLogps) -> LossOutput:
         r_w, r_l, h = _rewards(self.beta, logps)
@@ -76,9 +76,9 @@ class DPOLoss:
 
 @dataclass(frozen=True)
 class DualClipLoss:
-    beta: float = 0.1
-    gamma_w: float = 20.0
-    gamma_l: float = 10.0
+    beta: float
+    gamma_w: float
+    gamma_l: float
 
     def __call__(self, logps: PairLogps) -> LossOutput:
         r_w, r_l, h = _rewards(self.beta, logps)
@@ -94,8 +94,8 @@ class DualClipLoss:
 
 @dataclass(frozen=True)
 class IPOLoss:
-    beta: float = 0.1
-    tau: float = 0.2
+    beta: float
+    tau: float
 
     def __call__(self, logps: PairLogps) -> LossOutput:
         r_w, r_l, h = _rewards(self.beta, logps)
@@ -104,8 +104,8 @@ class IPOLoss:
 
 @dataclass(frozen=True)
 class CDPOLoss:
-    beta: float = 0.1
-    eps: float = 0.3
+    beta: float
+    eps: float
 
     def __call__(self, logps: PairLogps) -> LossOutput:
         r_w, r_l, h = _rewards(self.beta, logps)
@@ -113,10 +113,10 @@ class CDPOLoss:
         return _output(losses, r_w, r_l, h)
 
 
-def make_loss(
-    name: str, *, beta: float = 0.1, gamma_w: float = 20.0, gamma_l: float = 10.0,
-    ipo_tau: float = 0.2, cdpo_eps: float = 0.3,
-) -> PreferenceLoss:
+def make_loss(name: str, *, beta: float, gamma_w: float, gamma_l: float, ipo_tau: float,
+              cdpo_eps: float) -> PreferenceLoss:
+    """The loss ``name`` (one of LOSS_NAMES) with its parameters; each loss reads β and its own
+    (tso_train.settings.LOSS_PARAMETERS) and ignores the others. The defaults are FitConfig's."""
     if name == "dpo":
         return DPOLoss(beta)
     if name == "dual-clip":

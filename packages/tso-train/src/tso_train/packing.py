@@ -1,15 +1,16 @@
 """Padding-free batches: a micro-batch's sequences packed end to end into one row.
 
-A padded micro-batch computes every layer on ``rows × longest`` positions; on hh-rlhf pairs at
-micro-batch 4 that is ~40 % more positions than real tokens (and as much more activation
-memory). Packed, the linear layers see only real tokens. Attention must not cross sequence
+A padded micro-batch computes every layer on ``rows × longest`` positions, real tokens and
+padding alike (and keeps activations for all of them). Packed, the linear layers see only real
+tokens. Attention must not cross sequence
 boundaries, so the model runs with the ``tso_packed`` attention function registered below:
 given the packed segments' boundaries (``tso_cu_seqlens``), it runs causal SDPA per segment —
 compute ∝ Σ L_i², no N × N mask is ever built. RoPE positions restart at 0 in every segment
 (``position_ids``), so each sequence is computed exactly as it would be alone.
 
 Without ``tso_cu_seqlens`` the function is plain SDPA with the usual masks, so a model switched
-to it still works for ordinary (padded) calls.
+to it still works for ordinary (padded) calls. Whether a run packs is ``--packing/--no-packing``,
+else the device's default (tso_train.speed.SpeedSwitches.packing).
 """
 
 from __future__ import annotations
@@ -102,20 +103,6 @@ def register_packed_attention() -> None:
 
     AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
     AttentionMaskInterface.register(PACKED_ATTENTION, _packed_mask)
-
-
-def resolve_packing(requested: bool | None, on_cuda: bool) -> bool:
-    """Whether to pack: ``--packing``/``--no-packing`` when given, else packed on CPU and padded on
-    CUDA. Measured on one H200 (README, results/train_gpu.json): a packed ZeRO-2 step of the 0.55B
-    benchmark Llama ran ~8x slower than padded micro-batches (2.5k vs 20-25k tokens/s), while on
-    CPU packing saves the padded positions' compute. The GPU cause is not established yet.
-
-    >>> resolve_packing(None, on_cuda=False), resolve_packing(None, on_cuda=True)
-    (True, False)
-    >>> resolve_packing(True, on_cuda=True), resolve_packing(False, on_cuda=False)
-    (True, False)
-    """
-    return (not on_cuda) if requested is None else requested
 
 
 def supports_packing(model: nn.Module) -> bool:

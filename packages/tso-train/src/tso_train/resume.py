@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,43 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a run's next optimiser step begins: the part and epoch (from 0), the step within
+    the epoch (from 0), and the steps done so far. A checkpoint stores it (the manifest copies
+    it), and a resumed run starts there."""
+
+    part: int = 0
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+
+    @classmethod
+    def of(cls, state: dict | None) -> Position:
+        """The position of a checkpoint's client state; the start of a run without one."""
+        return cls() if state is None else cls(**{k: state[k] for k in ckpt.POSITION_KEYS})
+
+    def after_step(self, steps_per_epoch: int, epochs: int) -> Position:
+        """The position after this step; past a part's last step, the start of the next part.
+
+        >>> Position(0, 0, 1, 5).after_step(steps_per_epoch=2, epochs=2)
+        Position(part=0, epoch=1, step=0, global_step=6)
+        >>> Position(0, 1, 1, 7).after_step(steps_per_epoch=2, epochs=2)
+        Position(part=1, epoch=0, step=0, global_step=8)
+        """
+        done = self.global_step + 1
+        if self.step + 1 < steps_per_epoch:
+            return Position(self.part, self.epoch, self.step + 1, done)
+        if self.epoch + 1 < epochs:
+            return Position(self.part, self.epoch + 1, 0, done)
+        return Position(self.part + 1, 0, 0, done)
+
+    def client_state(self, fingerprint_: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        """What a checkpoint stores besides the engine's state: the run's fingerprint, this
+        position and ``extra`` (the current part's reference log-probs for `fit`)."""
+        return {"fingerprint": fingerprint_, **asdict(self), **extra}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Read and validate a pair snapshot (DESIGN.md §4) — the only thing tso-train reads from tso-data.
+"""Read and validate a pair snapshot (docs/design.md, 4. The snapshot contract) — the only thing
+tso-train reads from tso-data.
 
 Two kinds of file are accepted:
 
@@ -28,17 +29,24 @@ import pyarrow.parquet as pq
 from tso_train.errors import TSOTrainError
 
 SCHEMA_VERSION = "1"
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+# The contract's columns and types. tso-data writes them (tso_data never gets imported here, so
+# this is tso-train's own copy; tests/train/test_train_data.py holds it equal to the writer's).
+SNAPSHOT_SCHEMA = pa.schema([
+    ("prompt", MESSAGES),
+    ("chosen", MESSAGES),
+    ("rejected", MESSAGES),
+    ("pair_id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("kind", pa.string()),
+    ("chosen_source", pa.string()),
+    ("rejected_source", pa.string()),
+    ("chosen_score", pa.float64()),
+    ("rejected_score", pa.float64()),
+    ("round", pa.int32()),
+])
 CONVERSATION_COLUMNS = ("prompt", "chosen", "rejected")
-PROVENANCE_COLUMNS = (
-    "pair_id",
-    "prompt_id",
-    "kind",
-    "chosen_source",
-    "rejected_source",
-    "chosen_score",
-    "rejected_score",
-    "round",
-)
+PROVENANCE_COLUMNS = tuple(name for name in SNAPSHOT_SCHEMA.names if name not in CONVERSATION_COLUMNS)
 
 Message = dict[str, str]
 
@@ -172,7 +180,7 @@ def _read_pairs(path: Path, data: dict[str, list], is_tso: bool) -> list[Prefere
     return pairs
 
 
-def _check_roles_sft(where: str, messages: list[Message]) -> None:
+def check_sft_messages(where: str, messages: list[Message]) -> None:
     """An SFT conversation: valid messages, at least one assistant turn. ``where`` names the
     file and row (or line)."""
     for m in messages:

@@ -11,8 +11,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from tso_data.build.config import load_round_config
-from tso_data.build.run import (
+from tso_data import speed
+from tso_data.catalog import Catalog
+from tso_data.cli.options import catalog_option, json_option
+from tso_data.errors import TSODataError
+from tso_data.pairs.config import load_round_config
+from tso_data.pairs.run import (
     RoundBuild,
     config_diff,
     get_snapshot,
@@ -22,9 +26,6 @@ from tso_data.build.run import (
     source_distances,
     write_round,
 )
-from tso_data.catalog import Catalog
-from tso_data.cli.options import catalog_option, json_option
-from tso_data.errors import TSODataError
 
 
 def _weights(values: tuple[str, ...], flag: str) -> dict[str, float]:
@@ -86,6 +87,7 @@ def build_cmd(round_: int, catalog_path: str, config_path: str | None, dry_run: 
     if config_path is not None and not path.is_file():
         raise TSODataError(f"{path}: config file not found")
     config = load_round_config(path, round_, _overrides(flags))
+    speed.apply(speed.BUILD)  # before the inputs are read
     build = plan_round(catalog, config)
     if not dry_run:
         shortfall = [w for w in build.result.warnings if w.startswith("fewer ")]

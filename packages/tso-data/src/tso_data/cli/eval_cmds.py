@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tso_data.catalog import Catalog
+from tso_data.cli.display import show_transitions
 from tso_data.cli.options import catalog_option, json_option
 from tso_data.errors import TSODataError
 from tso_data.generate.backend import SamplingParams
@@ -203,15 +204,7 @@ def _reparse(catalog: Catalog, judge: str, rubric: str, as_json: bool) -> None:
     from tso_data.eval.judging import reparse
 
     transitions = reparse(catalog, judge, rubric)
-    if as_json:
-        click.echo(json.dumps({"judge": judge, "reparsed": dict(transitions)}))
-        return
-    table = Table(title=f"re-parsed pairwise verdicts of {judge}")
-    table.add_column("status before -> after")
-    table.add_column("rows", justify="right")
-    for key, n in sorted(transitions.items()):
-        table.add_row(key, str(n))
-    Console().print(table)
+    show_transitions(f"re-parsed pairwise verdicts of {judge}", judge, transitions, as_json, Console())
 
 
 def ingest_verdicts(catalog: Catalog, files: tuple[str, ...], constants: dict[str, str], prompt_source: str | None,

@@ -9,24 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from tso_data.catalog import Catalog
+from tso_data.cli.options import catalog_option, json_option
+from tso_data.errors import TSODataError
 from tso_data.generate.backend import SamplingParams
 from tso_data.generate.claims import WorkClaim, claim, planning_lock
 from tso_data.generate.factory import BACKENDS, BackendOptions, get_backend, resolve_backend_name
-from tso_data.generate.job import (
-    SPLITS,
-    GenerateResult,
-    GenerateSpec,
-    Plan,
-    merge_generated,
-    parse_shard,
-    plan_generation,
-    run_generation,
-    validate_sampling,
-)
-from tso_data.cli.options import catalog_option, json_option
-from tso_data.errors import TSODataError
 from tso_data.generate.failures import all_failed
-from tso_data.matrix import get_model
+from tso_data.generate.job import GenerateResult, merge_generated, run_generation
+from tso_data.generate.plan import SPLITS, GenerateSpec, Plan, parse_shard, plan_generation, validate_sampling
+from tso_data.matrix import ModelInfo, get_model
 
 EPILOG = """\b
 Examples:
@@ -104,24 +95,14 @@ def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None,
     console = Console(stderr=True)
     catalog = Catalog.open(catalog_path)
     if merge_only:
-        added, seconds, pending = merge_generated(catalog)
-        _emit({"merged_responses": added, "merge_s": round(seconds, 3), "pending": pending}, as_json,
-              f"merged {added} responses in {seconds:.2f} s" + (" (catalog locked: still pending)" if pending else ""))
+        _merge_only(catalog, as_json)
         return
     if not model_name:
         raise TSODataError("--model is required (or pass --merge-only)")
     params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
     validate_sampling(params, n)
-    if client_processes is not None:
-        _check_positive(client_processes=client_processes)
-    _check_positive(concurrency=concurrency, flush_every=flush_every, max_attempts=max_attempts,
-                    tensor_parallel_size=tensor_parallel_size)
-    if batch_size is not None:
-        _check_positive(batch_size=batch_size)
-    if flush_seconds <= 0 or request_timeout_s <= 0 or retry_delay < 0:
-        raise TSODataError("--flush-seconds and --timeout must be > 0, --retry-delay >= 0")
-    if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0):
-        raise TSODataError("--rpm and --tpm must be > 0")
+    _check_run_flags(client_processes, concurrency, flush_every, max_attempts, tensor_parallel_size, batch_size,
+                     flush_seconds, request_timeout_s, retry_delay, rpm, tpm)
     spec = GenerateSpec(model=model_name, params=params, n=n, where=where, split=split,
                         shard=parse_shard(shard_text))
     model = get_model(catalog, model_name)
@@ -132,25 +113,14 @@ def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None,
         served_model=served_model, api_key_env=api_key_env, no_api_key=no_api_key, request_timeout_s=request_timeout_s,
         max_attempts=max_attempts, retry_base_delay_s=retry_delay, requests_per_minute=rpm, tokens_per_minute=tpm,
     )
-    if backend_name == "openai":
-        from tso_data.generate.factory import resolve_api_key
-
-        resolve_api_key(str(model.endpoint), options)  # fail before any work if the key is missing
+    _check_api_key(model, options)
     if merge:
         merge_generated(catalog)  # finish what an earlier (maybe killed) run left in shards
     plan, work = _plan_and_claim(catalog, spec, dry_run)
     try:
-        claimed = (f"; {work.skipped} claimed by another running generate (pid "
-                   f"{', '.join(map(str, work.other_pids))}), left to it") if work and work.skipped else ""
-        header = (f"{model_name} via {backend_name}: {plan.in_shard_prompts} prompts in shard "
-                  f"{spec.shard[0]}/{spec.shard[1]} (of {plan.selected_prompts} selected) × n={n}; "
-                  f"{plan.already_done} done, {len(plan.todo)} to generate{claimed}")
+        header = _plan_header(plan, work, backend_name)
         if dry_run or not plan.todo:
-            payload = {"model": model_name, "backend": backend_name, "prompts": plan.in_shard_prompts,
-                       "already_done": plan.already_done, "todo": len(plan.todo)}
-            if work and work.skipped:
-                payload["claimed_by_others"] = work.skipped
-            _emit(payload, as_json, header + ("" if plan.todo else " — nothing to do"))
+            _emit_plan(plan, work, backend_name, header, as_json)
             return
         if not as_json:
             console.print(header)
@@ -167,6 +137,55 @@ def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None,
     if failed_run:
         raise TSODataError(f"generate: {failed_run}; {result.failures_written} failure row(s) kept for the retry")
     _report(result, backend_name, as_json, console)
+
+
+def _merge_only(catalog: Catalog, as_json: bool) -> None:
+    added, seconds, pending = merge_generated(catalog)
+    _emit({"merged_responses": added, "merge_s": round(seconds, 3), "pending": pending}, as_json,
+          f"merged {added} responses in {seconds:.2f} s" + (" (catalog locked: still pending)" if pending else ""))
+
+
+def _check_api_key(model: ModelInfo, options: BackendOptions) -> None:
+    """An openai backend's key must be there before any work starts."""
+    if options.backend == "openai":
+        from tso_data.generate.factory import resolve_api_key
+
+        resolve_api_key(str(model.endpoint), options)
+
+
+def _check_run_flags(client_processes: int | None, concurrency: int, flush_every: int, max_attempts: int,
+                     tensor_parallel_size: int, batch_size: int | None, flush_seconds: float,
+                     request_timeout_s: float, retry_delay: float, rpm: float | None, tpm: float | None) -> None:
+    """Every flag of the run checked, with its name, before any model loads."""
+    if client_processes is not None:
+        _check_positive(client_processes=client_processes)
+    _check_positive(concurrency=concurrency, flush_every=flush_every, max_attempts=max_attempts,
+                    tensor_parallel_size=tensor_parallel_size)
+    if batch_size is not None:
+        _check_positive(batch_size=batch_size)
+    if flush_seconds <= 0 or request_timeout_s <= 0 or retry_delay < 0:
+        raise TSODataError("--flush-seconds and --timeout must be > 0, --retry-delay >= 0")
+    if (rpm is not None and rpm <= 0) or (tpm is not None and tpm <= 0):
+        raise TSODataError("--rpm and --tpm must be > 0")
+
+
+def _plan_header(plan: Plan, work: WorkClaim | None, backend_name: str) -> str:
+    """One line: what the plan holds, what is done, what another running generate took."""
+    spec = plan.spec
+    claimed = (f"; {work.skipped} claimed by another running generate (pid "
+               f"{', '.join(map(str, work.other_pids))}), left to it") if work and work.skipped else ""
+    return (f"{spec.model} via {backend_name}: {plan.in_shard_prompts} prompts in shard "
+            f"{spec.shard[0]}/{spec.shard[1]} (of {plan.selected_prompts} selected) × n={spec.n}; "
+            f"{plan.already_done} done, {len(plan.todo)} to generate{claimed}")
+
+
+def _emit_plan(plan: Plan, work: WorkClaim | None, backend_name: str, header: str, as_json: bool) -> None:
+    """A dry run's answer, or a run with nothing to do."""
+    payload = {"model": plan.spec.model, "backend": backend_name, "prompts": plan.in_shard_prompts,
+               "already_done": plan.already_done, "todo": len(plan.todo)}
+    if work and work.skipped:
+        payload["claimed_by_others"] = work.skipped
+    _emit(payload, as_json, header + ("" if plan.todo else " — nothing to do"))
 
 
 def _plan_and_claim(catalog: Catalog, spec: GenerateSpec, dry_run: bool) -> tuple[Plan, WorkClaim | None]:

@@ -14,7 +14,7 @@ from tso_data.catalog import Catalog
 from tso_data.cli.options import catalog_option, json_option
 from tso_data.errors import TSODataError
 from tso_data.ingest import KINDS, ingest_files
-from tso_data.ingest.core import DEFAULT_SCALE, field_help
+from tso_data.ingest.fields import DEFAULT_SCALE, field_help
 from tso_data.ingest.mapping import parse_pairs
 from tso_data.ingest.report import FileReport
 

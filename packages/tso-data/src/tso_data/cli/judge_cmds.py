@@ -1,9 +1,12 @@
-"""`tso-data judge`, `scores`, `judge-agreement`, `export judge-sft`, `rubrics`."""
+"""`tso-data judge` (score answers with a judge) and `tso-data scores` (τ and the score
+distribution). `judge-agreement` and `export judge-sft` live in correction_cmds, `rubrics`
+in rubric_cmds."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -11,29 +14,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tso_data.catalog import Catalog
-from tso_data.cli.options import catalog_option, json_option
+from tso_data.cli.display import fmt_value, show_transitions
+from tso_data.cli.options import catalog_option, json_option, rubric_option, rubrics_dir_option
 from tso_data.errors import TSODataError
 from tso_data.generate.backend import SamplingParams
 from tso_data.generate.factory import BackendOptions
 from tso_data.generate.failures import all_failed
-from tso_data.judge.rubrics import available_rubrics, load_rubric, resolve_rubrics, rubric_dirs
+from tso_data.judge.rubrics import resolve_rubrics, rubric_dirs
 
-rubric_option = click.option(
-    "--rubric", "rubric_names", multiple=True, metavar="NAME",
-    help="Rubric to judge with (repeatable). Default: overall. See `tso-data rubrics list`.",
-)
-rubrics_dir_option = click.option(
-    "--rubrics-dir", "rubrics_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
-    help="Extra directory of rubric TOML files (overrides shipped and <catalog>/rubrics by name).",
-)
-
-
-def _fmt(value: object, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
+if TYPE_CHECKING:  # the judge and its report load with the command that runs them
+    from tso_data.judge.run import Item, JudgeSummary
+    from tso_data.judge.scores import ScoreReport
 
 
 def _progress(console: Console) -> Progress:
@@ -115,30 +106,13 @@ def judge_cmd(
     catalog = Catalog.open(catalog_path)
     dirs = rubric_dirs(catalog.root, [Path(d) for d in rubrics_dirs])
     if reparse:
-        from tso_data.matrix import find_model
-
-        if judge.startswith(judge_run.FUNCTION_PREFIX) or find_model(catalog, judge) is None:
-            raise TSODataError(
-                f"--reparse: {judge!r} is not a registered judge model; only texts written by "
-                "`tso-data judge` with a model are re-parsed (function judges and ingested scores keep their values)"
-            )
-        names = [r.name for r in resolve_rubrics(rubric_names, dirs)] if rubric_names else []
-        transitions = judge_run.reparse(catalog, judge=judge, rubrics=names)
-        if as_json:
-            click.echo(json.dumps({"judge": judge, "reparsed": dict(transitions)}))
-            return
-        table = Table(title=f"re-parsed judgments of {judge}")
-        table.add_column("status before -> after")
-        table.add_column("rows", justify="right")
-        for key, n in sorted(transitions.items()):
-            table.add_row(key, str(n))
-        console.print(table)
+        _reparse(catalog, judge, rubric_names, dirs, as_json, console)
         return
     rubrics = resolve_rubrics(rubric_names, dirs)
     if source is None and where is None and round_ is None:
         raise TSODataError("choose what to judge: --model SOURCE, --round R and/or --where SQL")
     if source is None and round_ is not None:
-        from tso_data.build.config import load_round_config
+        from tso_data.pairs.config import load_round_config
 
         source = load_round_config(catalog.round_config_path, round_).base_model
     targets = select_targets(catalog, source=source, where=where, reference_source=reference_source)
@@ -149,42 +123,77 @@ def judge_cmd(
         catalog, targets, rubrics, judge, samples=samples, max_attempts=max_attempts, summary=summary
     )
     if judge.startswith(judge_run.FUNCTION_PREFIX):
-        func, version = judge_run.load_function_judge(judge)
-        with _progress(console) as progress:
-            task = progress.add_task(f"judging with {judge}", total=len(items))
-            judge_run.run_function_judge(
-                catalog, items, func, judge=judge, judge_version=version, summary=summary,
-                on_result=lambda: progress.advance(task),
-            )
+        _run_function_judge(catalog, items, judge, summary, console)
     elif items:
-        for name, value in (("concurrency", concurrency), ("client-processes", client_processes),
-                            ("batch-size", batch_size), ("rpm", rpm), ("tpm", tpm)):
-            if value is not None and value <= 0:
-                raise TSODataError(f"--{name} must be > 0, got {value}")
-        options = BackendOptions(backend=backend_name, concurrency=concurrency, client_processes=client_processes,
-                                 requests_per_minute=rpm, tokens_per_minute=tpm, api_key_env=api_key_env,
-                                 batch_size=batch_size)
-        backend, version = _model_backend(catalog, judge, options)
-        try:
-            judge_run.run_model_judge(
-                catalog, items, backend, judge=judge, judge_version=version,
-                params=SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed),
-                max_attempts=max_attempts, summary=summary, progress=not as_json,
-            )
-        finally:
-            backend.close()
-    # a model judge's requests; a function judge's errors are its verdicts on the answers
-    is_model = not judge.startswith(judge_run.FUNCTION_PREFIX)
-    failed_run = is_model and all_failed(summary.calls, summary.calls - sum(summary.errors.values()), summary.errors)
-    if failed_run:
-        raise TSODataError(f"judge {judge}: {failed_run}; the failed judgments are stored as 'error' and retried next run")
+        options = _backend_options(backend_name, concurrency, client_processes, rpm, tpm, api_key_env, batch_size)
+        params = SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        _run_model_judge(catalog, items, judge, options, params, max_attempts, summary, progress=not as_json)
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
         return
     _print_summary(console, summary, max_attempts)
 
 
-def _print_summary(console: Console, summary, max_attempts: int) -> None:
+def _reparse(catalog: Catalog, judge: str, rubric_names: tuple[str, ...], dirs: list[Path], as_json: bool,
+             console: Console) -> None:
+    """`judge --reparse`: the stored texts of a model judge through the current parser."""
+    from tso_data.judge import run as judge_run
+    from tso_data.matrix import find_model
+
+    if judge.startswith(judge_run.FUNCTION_PREFIX) or find_model(catalog, judge) is None:
+        raise TSODataError(
+            f"--reparse: {judge!r} is not a registered judge model; only texts written by "
+            "`tso-data judge` with a model are re-parsed (function judges and ingested scores keep their values)"
+        )
+    names = [r.name for r in resolve_rubrics(rubric_names, dirs)] if rubric_names else []
+    transitions = judge_run.reparse(catalog, judge=judge, rubrics=names)
+    show_transitions(f"re-parsed judgments of {judge}", judge, transitions, as_json, console)
+
+
+def _backend_options(backend_name: str | None, concurrency: int, client_processes: int | None, rpm: float | None,
+                     tpm: float | None, api_key_env: str | None, batch_size: int | None) -> BackendOptions:
+    """The model judge's backend options, each checked before any model loads."""
+    for name, value in (("concurrency", concurrency), ("client-processes", client_processes),
+                        ("batch-size", batch_size), ("rpm", rpm), ("tpm", tpm)):
+        if value is not None and value <= 0:
+            raise TSODataError(f"--{name} must be > 0, got {value}")
+    return BackendOptions(backend=backend_name, concurrency=concurrency, client_processes=client_processes,
+                          requests_per_minute=rpm, tokens_per_minute=tpm, api_key_env=api_key_env,
+                          batch_size=batch_size)
+
+
+def _run_function_judge(catalog: Catalog, items: list[Item], judge: str, summary: JudgeSummary,
+                        console: Console) -> None:
+    from tso_data.judge import run as judge_run
+
+    func, version = judge_run.load_function_judge(judge)
+    with _progress(console) as progress:
+        task = progress.add_task(f"judging with {judge}", total=len(items))
+        judge_run.run_function_judge(
+            catalog, items, func, judge=judge, judge_version=version, summary=summary,
+            on_result=lambda: progress.advance(task),
+        )
+
+
+def _run_model_judge(catalog: Catalog, items: list[Item], judge: str, options: BackendOptions, params: SamplingParams,
+                     max_attempts: int, summary: JudgeSummary, progress: bool) -> None:
+    from tso_data.judge import run as judge_run
+
+    backend, version = _model_backend(catalog, judge, options)
+    try:
+        judge_run.run_model_judge(
+            catalog, items, backend, judge=judge, judge_version=version,
+            params=params, max_attempts=max_attempts, summary=summary, progress=progress,
+        )
+    finally:
+        backend.close()
+    # a model judge's requests failing is an error; a function judge's errors are its verdicts on the answers
+    failed_run = all_failed(summary.calls, summary.calls - sum(summary.errors.values()), summary.errors)
+    if failed_run:
+        raise TSODataError(f"judge {judge}: {failed_run}; the failed judgments are stored as 'error' and retried next run")
+
+
+def _print_summary(console: Console, summary: JudgeSummary, max_attempts: int) -> None:
     table = Table(title=f"judge {summary.judge}")
     table.add_column("")
     table.add_column("count", justify="right")
@@ -244,15 +253,9 @@ def scores_cmd(
 
     console = Console()
     catalog = Catalog.open(catalog_path)
-    parsed_weights: dict[str, float] = {}
-    for item in weights:
-        name, _, value = item.partition("=")
-        try:
-            parsed_weights[name.strip()] = float(value)
-        except ValueError:
-            raise TSODataError(f"--weight {item!r}: expected RUBRIC=NUMBER, e.g. factuality=2") from None
+    parsed_weights = _parse_weights(weights)
     if round_ is not None:
-        from tso_data.build.config import load_round_config
+        from tso_data.pairs.config import load_round_config
 
         overrides: dict[str, object] = {}
         if base is not None:
@@ -282,20 +285,42 @@ def scores_cmd(
     if as_json:
         click.echo(json.dumps(report.as_dict(), default=str))
         return
+    _print_score_report(console, report, min_samples)
+    if plot:
+        console.print(f"plot written to {plot}")
+
+
+def _parse_weights(weights: tuple[str, ...]) -> dict[str, float]:
+    """``--weight RUBRIC=W`` values.
+
+    >>> _parse_weights(("factuality=2", " logic = 0.5"))
+    {'factuality': 2.0, 'logic': 0.5}
+    """
+    parsed: dict[str, float] = {}
+    for item in weights:
+        name, _, value = item.partition("=")
+        try:
+            parsed[name.strip()] = float(value)
+        except ValueError:
+            raise TSODataError(f"--weight {item!r}: expected RUBRIC=NUMBER, e.g. factuality=2") from None
+    return parsed
+
+
+def _print_score_report(console: Console, report: ScoreReport, min_samples: int) -> None:
     if report.tau is not None:
-        console.print(f"base [bold]{report.base}[/]: τ = [bold]{_fmt(report.tau, 4)}[/] "
+        console.print(f"base [bold]{report.base}[/]: τ = [bold]{fmt_value(report.tau, 4)}[/] "
                       f"({report.tau_mode}, over {report.n_base} scored base answers)")
     else:
         taus = report.tau_per_prompt.get_column("tau")
         console.print(f"base [bold]{report.base}[/]: τ per prompt ({report.tau_per_prompt.height} prompts, "
-                      f"min {_fmt(taus.min())}, median {_fmt(taus.median())}, max {_fmt(taus.max())}; "
+                      f"min {fmt_value(taus.min())}, median {fmt_value(taus.median())}, max {fmt_value(taus.max())}; "
                       f"{report.n_base} scored base answers)")
     table = Table(title=f"score per source{f' (judge {report.judge})' if report.judge else ''}")
     columns = ("source", "n", "mean", "std", "min", "p10", "median", "p90", "max")
     for col in columns:
         table.add_column(col, justify="left" if col == "source" else "right")
     for row in report.as_dict()["distribution"]:  # type: ignore[union-attr]
-        table.add_row(*(_fmt(row[c]) for c in columns))
+        table.add_row(*(fmt_value(row[c]) for c in columns))
     console.print(table)
     rows = report.as_dict()["per_prompt"]
     if rows:
@@ -308,116 +333,8 @@ def scores_cmd(
         )
     else:
         console.print(f"no prompt has >= {min_samples} scored answers of {report.base}: no per-prompt shape")
-    if plot:
-        console.print(f"plot written to {plot}")
-
-
-@click.command("judge-agreement")
-@catalog_option
-@click.option("--judge", "judges", multiple=True, required=True, help="Judge to evaluate (repeat to compare, e.g. before/after correction).")
-@click.option("--against", type=click.Choice(["feedback"]), default="feedback", show_default=True)
-@click.option("--split", default="heldout", show_default=True, help="Feedback split to compare against.")
-@rubric_option
-@json_option
-def agreement_cmd(catalog_path: str, judges: tuple[str, ...], against: str, split: str,
-                  rubric_names: tuple[str, ...], as_json: bool) -> None:
-    """Agreement of judges with held-out feedback scores: Pearson, Spearman, MAE,
-    pairwise accuracy (answers to the same prompt ranked as the feedback ranks them).
-
-    \b
-    Example (did the correction help?):
-      tso-data judge-agreement --judge judge-7b --judge judge-7b-corrected
-    """
-    from tso_data.judge.correction import judge_agreement
-
-    catalog = Catalog.open(catalog_path)
-    results = judge_agreement(catalog, list(judges), rubrics=rubric_names, split=split)
-    if as_json:
-        click.echo(json.dumps([r.as_dict() for r in results]))
-        return
-    table = Table(title=f"agreement with {split} feedback (same {results[0].n} items for every judge)")
-    for col in ("judge", "n", "missing", "pearson", "spearman", "MAE", "pairwise acc", "pairs"):
-        table.add_column(col, justify="left" if col == "judge" else "right")
-    for r in results:
-        table.add_row(r.judge, str(r.n), str(r.n_missing), _fmt(r.pearson), _fmt(r.spearman), _fmt(r.mae),
-                      _fmt(r.pairwise_accuracy), str(r.n_pairs))
-    Console().print(table)
-
-
-@click.command("judge-sft")
-@catalog_option
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file (written atomically).")
-@rubric_option
-@rubrics_dir_option
-@click.option("--reference", "reference_source", default=None, metavar="SOURCE", help="Include SOURCE's answer as reference, as `judge --reference` does.")
-def export_judge_sft_cmd(catalog_path: str, out: str, rubric_names: tuple[str, ...], rubrics_dirs: tuple[str, ...],
-                         reference_source: str | None) -> None:
-    """Export train-split feedback as judge-SFT conversations.
-
-    Each row's `messages` is the rubric's judge prompt (system, user) followed by the
-    assistant turn `<rationale>\\n\\nScore: <score>`; TRL's SFTTrainer and `tso-train sft`
-    read the file as it is.
-
-    \b
-    Example:
-      tso-data export judge-sft --out judge-sft.parquet
-      tso-train sft judge-sft.parquet --model /models/judge-7b --out /models/judge-7b-corrected
-    """
-    from tso_data.judge.correction import export_judge_sft
-
-    catalog = Catalog.open(catalog_path)
-    known = available_rubrics(rubric_dirs(catalog.root, [Path(d) for d in rubrics_dirs]))
-    n = export_judge_sft(catalog, Path(out), known, only=rubric_names, reference_source=reference_source)
-    Console().print(f"wrote {n} judge-SFT conversations to [bold]{out}[/]")
-
-
-@click.group("rubrics")
-def rubrics_group() -> None:
-    """List, show and check judge rubrics (TOML files)."""
-
-
-@rubrics_group.command("list")
-@catalog_option
-@rubrics_dir_option
-@json_option
-def rubrics_list(catalog_path: str, rubrics_dirs: tuple[str, ...], as_json: bool) -> None:
-    """Rubrics available to this catalog: shipped, <catalog>/rubrics, --rubrics-dir."""
-    known = available_rubrics(rubric_dirs(Path(catalog_path), [Path(d) for d in rubrics_dirs]))
-    if as_json:
-        click.echo(json.dumps([{"name": r.name, "version": r.version, "scale": [r.scale_min, r.scale_max],
-                                "description": r.description, "source": r.source} for r in known.values()]))
-        return
-    table = Table()
-    for col in ("name", "version", "scale", "description", "file"):
-        table.add_column(col)
-    for r in known.values():
-        table.add_row(r.name, r.version, f"{r.scale_min:g}-{r.scale_max:g}", r.description, r.source)
-    Console().print(table)
-
-
-@rubrics_group.command("check")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def rubrics_check(files: tuple[str, ...]) -> None:
-    """Validate rubric TOML files and show the prompt a judge would see."""
-    for f in files:
-        rubric = load_rubric(Path(f))
-        messages = rubric.render("<question>", "<answer>", "<reference>")
-        Console().print(f"[green]ok[/] {f}: {rubric.name} v{rubric.version}, scale {rubric.scale_min:g}-{rubric.scale_max:g}")
-        for m in messages:
-            click.echo(f"--- {m['role']}\n{m['content']}")
-
-
-def _subgroup(group: click.Group, name: str, help_text: str) -> click.Group:
-    """The existing sub-group ``name`` (another area may own it) or a new one."""
-    existing = group.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    new = click.Group(name, help=help_text)
-    group.add_command(new)
-    return new
 
 
 def register(group: click.Group) -> None:
-    for command in (judge_cmd, scores_cmd, agreement_cmd, rubrics_group):
+    for command in (judge_cmd, scores_cmd):
         group.add_command(command)
-    _subgroup(group, "export", "Export catalog data as files other tools read.").add_command(export_judge_sft_cmd)

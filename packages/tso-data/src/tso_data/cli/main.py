@@ -60,6 +60,8 @@ def _register() -> None:
         "generate_cmds",
         "build_cmds",
         "judge_cmds",
+        "correction_cmds",
+        "rubric_cmds",
         "eval_cmds",
     ):
         importlib.import_module(f"tso_data.cli.{name}").register(cli)

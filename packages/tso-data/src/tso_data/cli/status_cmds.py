@@ -58,8 +58,9 @@ def collect_status(catalog: Catalog, round_: int | None, base: str | None) -> di
 def round_missing(catalog: Catalog, round_: int, base: str | None) -> dict[str, Any]:
     """What round ``round_`` still lacks. Pools are resolved by `tso-data build`'s own code
     (round.toml, [round.R], the rules), so status and build never disagree."""
-    from tso_data.build.config import load_round_config, resolve_pools
-    from tso_data.build.run import load_models
+    from tso_data.pairs.config import load_round_config
+    from tso_data.pairs.pools import resolve_pools
+    from tso_data.pairs.run import load_models
 
     config = load_round_config(catalog.round_config_path, round_, {"base_model": base} if base else None)
     get_model(catalog, config.base_model)

@@ -24,9 +24,9 @@ from tso_data.errors import TSODataError, located
 from tso_data.eval.store import merge_verdicts, now, write_verdicts
 from tso_data.eval.verdicts import parse_verdict, preference_of
 from tso_data.generate.backend import Backend, Request, Result, SamplingParams
-from tso_data.generate.runner import run_requests
 from tso_data.ids import content_hash, verdict_id
 from tso_data.judge.conversation import question_and_answer
+from tso_data.judge.rounds import ask_in_rounds
 from tso_data.judge.run import JudgeSummary
 
 SHIPPED_PROMPT = Path(__file__).with_name("pairwise_prompt.toml")
@@ -167,63 +167,42 @@ def run_pairwise(catalog: Catalog, items: list[PairItem], backend: Backend, *, j
                  prompt: PairwisePrompt, params: SamplingParams, max_attempts: int, summary: JudgeSummary,
                  progress: bool = True, flush_every: int = 256, flush_seconds: float = 30.0) -> JudgeSummary:
     """Ask for every verdict of ``items``; unparsed and failed ones again, in rounds."""
-    pending = {item.verdict_id: item for item in items}
-    final: dict[str, str] = {}
-    round_ = 0
+    def record(item: PairItem, result: Result | None) -> tuple[dict[str, object], str]:
+        return _judge_result(item, result, judge, judge_version, prompt, summary)
+
+    def request_of(item: PairItem) -> Request:
+        return Request(key=item.verdict_id, messages=pair_messages(item, prompt),
+                       params=SamplingParams(params.temperature, params.top_p, params.max_tokens, _seed(item, params.seed)))
+
     try:
-        while pending:
-            round_ += 1
-            retry: dict[str, PairItem] = {}
-            answered: set[str] = set()
-
-            def on_flush(results: list[Result]) -> None:
-                rows = []
-                for result in results:
-                    item = pending[result.key]
-                    answered.add(result.key)
-                    rows.append(_judge_result(item, result, judge, judge_version, prompt, summary, final))
-                    if final[item.verdict_id] != "ok" and item.attempts < max_attempts:
-                        retry[item.verdict_id] = item
-                write_verdicts(catalog, rows)
-
-            requests = [Request(key=item.verdict_id, messages=pair_messages(item, prompt),
-                                params=SamplingParams(params.temperature, params.top_p, params.max_tokens,
-                                                      _seed(item, params.seed)))
-                        for item in pending.values()]
-            label = f"pairwise with {judge}" + (f" (retry round {round_ - 1})" if round_ > 1 else "")
-            run_requests(backend, requests, on_flush=on_flush, flush_every=flush_every, flush_seconds=flush_seconds,
-                         progress=progress, description=label)
-            for key in set(pending) - answered:  # a backend that dropped a request: an error
-                item = pending[key]
-                item.attempts += 1
-                final[key] = "error"
-                write_verdicts(catalog, [_row(item, judge, judge_version, prompt, "backend returned no result", None,
-                                              "error")])
-                if item.attempts < max_attempts:
-                    retry[key] = item
-            pending = retry
+        final = ask_in_rounds(
+            backend, {item.verdict_id: item for item in items}, request_of=request_of, record=record,
+            write=lambda rows: write_verdicts(catalog, rows), max_attempts=max_attempts, label=f"pairwise with {judge}",
+            progress=progress, flush_every=flush_every, flush_seconds=flush_seconds,
+        )
     finally:
         merge_verdicts(catalog)
     summary.statuses.update(final.values())
     return summary
 
 
-def _judge_result(item: PairItem, result: Result, judge: str, judge_version: str | None, prompt: PairwisePrompt,
-                  summary: JudgeSummary, final: dict[str, str]) -> dict[str, object]:
+def _judge_result(item: PairItem, result: Result | None, judge: str, judge_version: str | None,
+                  prompt: PairwisePrompt, summary: JudgeSummary) -> tuple[dict[str, object], str]:
+    """The verdict row of one attempt and its status (``result`` None: the backend returned nothing)."""
     item.attempts += 1
+    if result is None:
+        return _row(item, judge, judge_version, prompt, "backend returned no result", None, "error"), "error"
     summary.calls += 1
     if not result.ok:
         message = result.error or "backend returned no text"
         summary.errors[message.splitlines()[0][:200]] += 1
-        final[item.verdict_id] = "error"
-        return _row(item, judge, judge_version, prompt, message, None, "error")
+        return _row(item, judge, judge_version, prompt, message, None, "error"), "error"
     parsed = parse_verdict(result.text)
     if parsed.status != "ok" or parsed.winner is None:
         summary.unparsed_reasons[parsed.reason] += 1
-        final[item.verdict_id] = "unparsed"
-        return _row(item, judge, judge_version, prompt, result.text, None, "unparsed")
-    final[item.verdict_id] = "ok"
-    return _row(item, judge, judge_version, prompt, result.text, preference_of(parsed.winner, item.shown_first), "ok")
+        return _row(item, judge, judge_version, prompt, result.text, None, "unparsed"), "unparsed"
+    preference = preference_of(parsed.winner, item.shown_first)
+    return _row(item, judge, judge_version, prompt, result.text, preference, "ok"), "ok"
 
 
 def reparse(catalog: Catalog, judge: str, rubric: str = "pairwise") -> Counter[str]:

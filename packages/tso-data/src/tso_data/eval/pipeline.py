@@ -31,7 +31,8 @@ from tso_data.eval.run import PAIRWISE_RUBRIC, as_catalog, leaderboard
 from tso_data.eval.selection import answers_on_split, check_split, resolve_models
 from tso_data.generate.backend import SamplingParams
 from tso_data.generate.factory import BackendOptions, get_backend, resolve_api_key, resolve_backend_name
-from tso_data.generate.job import GenerateSpec, plan_generation, run_generation, validate_sampling
+from tso_data.generate.job import run_generation
+from tso_data.generate.plan import GenerateSpec, plan_generation, validate_sampling
 from tso_data.judge import run as judge_run
 from tso_data.judge.rubrics import resolve_rubrics, rubric_dirs
 from tso_data.judge.targets import select_targets

@@ -107,22 +107,8 @@ def run_requests(
     if total is None and isinstance(requests, Sequence):
         total = len(requests)
     summary = RunSummary()
-    pending: list[Result] = []
     started = time.monotonic()
-    last_flush = started
-
-    def flush() -> None:
-        nonlocal last_flush, pending
-        last_flush = time.monotonic()
-        if not pending:
-            return
-        batch, pending = pending, []
-        t0 = time.monotonic()
-        on_flush(batch)
-        summary.flush_s += time.monotonic() - t0
-        summary.flushes += 1
-        last_flush = time.monotonic()
-
+    batch = _Batch(on_flush, summary, started)
     results: queue.Queue[object] = queue.Queue(maxsize=max(1024, 4 * flush_every))
     stop = threading.Event()
     thread = threading.Thread(target=_drain, args=(backend, requests, results, stop), daemon=True)
@@ -131,11 +117,11 @@ def run_requests(
     try:
         with bar:
             while True:
-                timeout = max(0.0, flush_seconds - (time.monotonic() - last_flush))
+                timeout = max(0.0, flush_seconds - (time.monotonic() - batch.last_flush))
                 try:
-                    item = results.get(timeout=timeout if pending else max(timeout, 0.5))
+                    item = results.get(timeout=timeout if batch.pending else max(timeout, 0.5))
                 except queue.Empty:
-                    flush()
+                    batch.flush()
                     continue
                 if item is _END:
                     break
@@ -144,15 +130,36 @@ def run_requests(
                 assert isinstance(item, Result)
                 _count(summary, item)
                 bar.advance(item)
-                pending.append(item)
-                if len(pending) >= flush_every or time.monotonic() - last_flush >= flush_seconds:
-                    flush()
+                batch.pending.append(item)
+                if len(batch.pending) >= flush_every or time.monotonic() - batch.last_flush >= flush_seconds:
+                    batch.flush()
     finally:
         stop.set()
-        flush()  # keep what arrived, whatever happens next
+        batch.flush()  # keep what arrived, whatever happens next
         summary.wall_s = time.monotonic() - started
     thread.join(timeout=5.0)
     return summary
+
+
+class _Batch:
+    """The results not yet handed to ``on_flush``; :meth:`flush` hands them over and times it."""
+
+    def __init__(self, on_flush: OnFlush, summary: RunSummary, started: float) -> None:
+        self.on_flush = on_flush
+        self.summary = summary
+        self.pending: list[Result] = []
+        self.last_flush = started
+
+    def flush(self) -> None:
+        self.last_flush = time.monotonic()
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        t0 = time.monotonic()
+        self.on_flush(batch)
+        self.summary.flush_s += time.monotonic() - t0
+        self.summary.flushes += 1
+        self.last_flush = time.monotonic()
 
 
 def _drain(backend: Backend, requests: Iterable[Request], out: queue.Queue[object], stop: threading.Event) -> None:

@@ -16,8 +16,9 @@ import duckdb
 
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError, located
-from tso_data.ingest.mapping import INT, LABEL, NUMBER, TEXT, Field, resolve
-from tso_data.ingest.readers import open_source, qi
+from tso_data.ingest.mapping import INT, LABEL, NUMBER, TEXT, Binding, Field, resolve
+from tso_data.ingest.readers import open_source
+from tso_data.ingest.sql import literal, qi
 from tso_data.matrix import ModelInfo, find_model, model_info, write_model
 
 MODEL_FIELDS = (
@@ -52,47 +53,14 @@ def import_models(
     replace: bool = False,
 ) -> ModelsImport:
     path = Path(path)
-    source = open_source(path)
-    bindings = resolve(MODEL_FIELDS, source.columns, mapping or {}, constants or {}, kind="models", path=path)
-    for required in ("name", "family"):
-        if required not in bindings:
-            raise located(path, 1, required, f"missing (map it with --map {required}=COLUMN)")
-    mem = duckdb.connect()
-    try:
-        wanted = {b.columns[0]: b.field.type for b in bindings.values() if b.columns}
-        source.register(mem, wanted)
-        select = ", ".join(
-            (f"{qi(b.columns[0])} AS {name}" if b.columns else f"{_lit(b.constant)} AS {name}")
-            for name, b in bindings.items()
-        )
-        rows = mem.sql(f"SELECT __row, {select} FROM src ORDER BY __row").to_arrow_table().to_pylist()
-    finally:
-        mem.close()
+    bindings, rows = _read_rows(path, mapping or {}, constants or {})
     result = ModelsImport(str(path))
     infos: list[tuple[ModelInfo, bool]] = []
     seen: dict[str, int] = {}
     for row in rows:
         line = row["__row"]
         name = row.get("name")
-        if not name:
-            raise located(path, line, bindings["name"].label, "missing value")
-        if name in seen:
-            raise located(path, line, bindings["name"].label, f"model {name!r} already given on line/row {seen[name]}")
-        seen[name] = line
-        if not row.get("family"):
-            raise located(path, line, bindings["family"].label, "missing value")
-        version = row.get("version")
-        order = row.get("version_order")
-        if version is None and order is None:
-            raise located(path, line, "version", "missing: give a version or a version_order column")
-        try:
-            info = model_info(
-                name, family=row["family"], version=str(version if version is not None else order),
-                size_b=row.get("size_b"), path=row.get("path"), endpoint=row.get("endpoint"),
-                backend=row.get("backend"), note=row.get("note") or None, order=order, unordered_ok=True,
-            )
-        except TSODataError as exc:
-            raise located(path, line, None, str(exc)) from None
+        info = _model_of_row(path, row, bindings, seen)
         existing = find_model(catalog, name)
         if existing is not None and existing == info:
             result.unchanged.append(name)
@@ -112,5 +80,48 @@ def import_models(
     return result
 
 
-def _lit(value: str | None) -> str:
-    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+def _read_rows(
+    path: Path, mapping: dict[str, str], constants: dict[str, str]
+) -> tuple[dict[str, Binding], list[dict[str, object]]]:
+    """The file's rows as dicts of the model fields (``__row``: the line or row number)."""
+    source = open_source(path)
+    bindings = resolve(MODEL_FIELDS, source.columns, mapping, constants, kind="models", path=path)
+    for required in ("name", "family"):
+        if required not in bindings:
+            raise located(path, 1, required, f"missing (map it with --map {required}=COLUMN)")
+    mem = duckdb.connect()
+    try:
+        wanted = {b.columns[0]: b.field.type for b in bindings.values() if b.columns}
+        source.register(mem, wanted)
+        select = ", ".join(
+            (f"{qi(b.columns[0])} AS {name}" if b.columns else f"{literal(b.constant)} AS {name}")
+            for name, b in bindings.items()
+        )
+        return bindings, mem.sql(f"SELECT __row, {select} FROM src ORDER BY __row").to_arrow_table().to_pylist()
+    finally:
+        mem.close()
+
+
+def _model_of_row(path: Path, row: dict[str, object], bindings: dict[str, Binding], seen: dict[str, int]) -> ModelInfo:
+    """The model a row describes, checked (``seen``: the names met so far, with their line)."""
+    line = row["__row"]
+    name = row.get("name")
+    if not name:
+        raise located(path, line, bindings["name"].label, "missing value")
+    if name in seen:
+        raise located(path, line, bindings["name"].label, f"model {name!r} already given on line/row {seen[name]}")
+    seen[name] = line
+    if not row.get("family"):
+        raise located(path, line, bindings["family"].label, "missing value")
+    version = row.get("version")
+    order = row.get("version_order")
+    if version is None and order is None:
+        raise located(path, line, "version", "missing: give a version or a version_order column")
+    try:
+        return model_info(
+            name, family=row["family"], version=str(version if version is not None else order),
+            size_b=row.get("size_b"), path=row.get("path"), endpoint=row.get("endpoint"),
+            backend=row.get("backend"), note=row.get("note") or None, order=order, unordered_ok=True,
+        )
+    except TSODataError as exc:
+        raise located(path, line, None, str(exc)) from None

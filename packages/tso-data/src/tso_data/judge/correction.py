@@ -63,6 +63,18 @@ def export_judge_sft(
 ) -> int:
     """Write the train-split feedback as judge-SFT conversations (system, user, assistant)
     to ``out`` atomically; returns the number of rows. ``rubrics``: every known rubric."""
+    rows = _train_feedback(catalog, only, reference_source)
+    _check_feedback(catalog, rows, rubrics)
+    out_rows = [_sft_row(r, rubrics[r["rubric"]]) for r in rows]
+    table = pa.Table.from_pylist(out_rows, schema=JUDGE_SFT_SCHEMA).replace_schema_metadata(
+        {"tso.kind": "judge-sft", "tso.rubrics": json.dumps(sorted({r["rubric"] for r in out_rows}))}
+    )
+    write_atomic_parquet(table, Path(out))
+    return table.num_rows
+
+
+def _train_feedback(catalog: Catalog, only: Sequence[str], reference_source: str | None) -> list[dict]:
+    """The train-split feedback rows with the judged conversation (and the reference answer)."""
     params: list[object] = []
     rubric_filter = ""
     if only:
@@ -76,13 +88,18 @@ def export_judge_sft(
         )
         ref_col = "ref.reference"
         params.insert(0, reference_source)
-    rows = catalog.arrow(
+    return catalog.arrow(
         f"SELECT f.feedback_id, f.target_id, f.prompt_id, f.rubric, f.score, f.rationale, f.annotator, "
         f"t.messages, t.turns, {ref_col} FROM feedback f "
         f"LEFT JOIN ({TARGETS_SQL}) t ON t.target_id = f.target_id {ref_join} "
         f"WHERE f.split = 'train' {rubric_filter} ORDER BY f.feedback_id",
         params,
     ).to_pylist()
+
+
+def _check_feedback(catalog: Catalog, rows: list[dict], rubrics: dict[str, Rubric]) -> None:
+    """Every row exports: there are rows, their rubrics are defined, their targets exist and
+    their scores lie on their rubric's scale."""
     if not rows:
         raise TSODataError("no train-split feedback to export; add some with `tso-data ingest feedback`")
     unknown = sorted({r["rubric"] for r in rows} - set(rubrics))
@@ -104,32 +121,25 @@ def export_judge_sft(
                 f"feedback {r['feedback_id']}: field 'score': {r['score']:g} is outside the scale "
                 f"of rubric {rubric.name!r}: {rubric.scale_min:g}-{rubric.scale_max:g} ({rubric.source})"
             )
-    out_rows = []
-    for r in rows:
-        rubric = rubrics[r["rubric"]]
-        prompt_messages = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
-        question, answer = question_and_answer(prompt_messages, list(r["turns"]))
-        reference = question_and_answer(prompt_messages, list(r["reference"]))[1] if r["reference"] else None
-        messages = rubric.render(question, answer, reference)
-        messages.append({"role": "assistant", "content": sft_completion(r["rationale"], r["score"])})
-        out_rows.append(
-            {
-                "messages": messages,
-                "feedback_id": r["feedback_id"],
-                "target_id": r["target_id"],
-                "prompt_id": r["prompt_id"],
-                "rubric": rubric.name,
-                "rubric_version": rubric.version,
-                "score": r["score"],
-                "annotator": r["annotator"],
-            }
-        )
-    table = pa.Table.from_pylist(out_rows, schema=JUDGE_SFT_SCHEMA).replace_schema_metadata(
-        {"tso.kind": "judge-sft", "tso.rubrics": json.dumps(sorted({r["rubric"] for r in out_rows}))}
-    )
-    write_atomic_parquet(table, Path(out))
-    return table.num_rows
 
+
+def _sft_row(r: dict, rubric: Rubric) -> dict[str, object]:
+    """One feedback row as a judge-SFT conversation: the rubric's prompt, then the corrected verdict."""
+    prompt_messages = [{"role": m["role"], "content": m["content"]} for m in r["messages"]]
+    question, answer = question_and_answer(prompt_messages, list(r["turns"]))
+    reference = question_and_answer(prompt_messages, list(r["reference"]))[1] if r["reference"] else None
+    messages = rubric.render(question, answer, reference)
+    messages.append({"role": "assistant", "content": sft_completion(r["rationale"], r["score"])})
+    return {
+        "messages": messages,
+        "feedback_id": r["feedback_id"],
+        "target_id": r["target_id"],
+        "prompt_id": r["prompt_id"],
+        "rubric": rubric.name,
+        "rubric_version": rubric.version,
+        "score": r["score"],
+        "annotator": r["annotator"],
+    }
 
 @dataclass(frozen=True)
 class Agreement:

@@ -24,10 +24,10 @@ import pyarrow as pa
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
 from tso_data.generate.backend import Backend, Request, Result, SamplingParams
-from tso_data.generate.runner import run_requests
 from tso_data.ids import content_hash, judgment_id
 from tso_data.judge.conversation import question_and_answer
 from tso_data.judge.parsing import parse_score
+from tso_data.judge.rounds import ask_in_rounds
 from tso_data.judge.rubrics import Rubric
 from tso_data.redact import redact, strip_secrets
 from tso_data.shards import merge_shards, write_shard
@@ -232,67 +232,34 @@ def run_model_judge(
     parses or has used ``max_attempts``. Rows reach the catalog as shards at every flush,
     so an interrupted run loses at most one flush interval; the next run merges them.
     """
-    pending = {item.judgment_id: item for item in items}
-    final: dict[str, str] = {}
-    attempt_round = 0
+    def record(item: Item, result: Result | None) -> tuple[dict[str, object], str]:
+        item.attempts += 1
+        if result is None:
+            return _row(item, judge, judge_version, "backend returned no result", None, "error"), "error"
+        summary.calls += 1
+        if not result.ok:
+            message = redact(result.error or "backend returned no text")
+            summary.errors[message.splitlines()[0][:200]] += 1
+            return _row(item, judge, judge_version, message, None, "error"), "error"
+        parsed = parse_score(result.text, item.rubric.scale_min, item.rubric.scale_max)
+        if parsed.status != "ok":
+            summary.unparsed_reasons[parsed.reason] += 1
+        return _row(item, judge, judge_version, strip_secrets(result.text), parsed.score, parsed.status), parsed.status
+
+    def request_of(item: Item) -> Request:
+        seed = _attempt_seed(item.judgment_id, item.attempts, params.seed)
+        return Request(key=item.judgment_id, messages=judge_messages(item), sample_index=item.sample_index,
+                       params=SamplingParams(params.temperature, params.top_p, params.max_tokens, seed))
+
+    def write(rows: list[dict[str, object]]) -> None:
+        write_shard(catalog, "judgments", pa.Table.from_pylist(rows, schema=JUDGMENT_SCHEMA))
+
     try:
-        while pending:
-            attempt_round += 1
-            retry: dict[str, Item] = {}
-            answered: set[str] = set()
-
-            def on_flush(results: list[Result]) -> None:
-                rows = []
-                for result in results:
-                    item = pending[result.key]
-                    answered.add(result.key)
-                    item.attempts += 1
-                    summary.calls += 1
-                    if not result.ok:
-                        message = redact(result.error or "backend returned no text")
-                        summary.errors[message.splitlines()[0][:200]] += 1
-                        rows.append(_row(item, judge, judge_version, message, None, "error"))
-                        status = "error"
-                    else:
-                        parsed = parse_score(result.text, item.rubric.scale_min, item.rubric.scale_max)
-                        if parsed.status != "ok":
-                            summary.unparsed_reasons[parsed.reason] += 1
-                        rows.append(_row(item, judge, judge_version, strip_secrets(result.text), parsed.score, parsed.status))
-                        status = parsed.status
-                    final[item.judgment_id] = status
-                    if status != "ok" and item.attempts < max_attempts:
-                        retry[item.judgment_id] = item
-                if rows:
-                    write_shard(catalog, "judgments", pa.Table.from_pylist(rows, schema=JUDGMENT_SCHEMA))
-
-            requests = [
-                Request(
-                    key=item.judgment_id,
-                    messages=judge_messages(item),
-                    params=SamplingParams(
-                        temperature=params.temperature,
-                        top_p=params.top_p,
-                        max_tokens=params.max_tokens,
-                        seed=_attempt_seed(item.judgment_id, item.attempts, params.seed),
-                    ),
-                    sample_index=item.sample_index,
-                )
-                for item in pending.values()
-            ]
-            description = f"judging with {judge}" + (f" (retry round {attempt_round - 1})" if attempt_round > 1 else "")
-            run_requests(
-                backend, requests, on_flush=on_flush, flush_every=flush_every, flush_seconds=flush_seconds,
-                progress=progress, description=description,
-            )
-            for key in set(pending) - answered:  # a backend that dropped a request: an error
-                item = pending[key]
-                item.attempts += 1
-                rows = [_row(item, judge, judge_version, "backend returned no result", None, "error")]
-                write_shard(catalog, "judgments", pa.Table.from_pylist(rows, schema=JUDGMENT_SCHEMA))
-                final[key] = "error"
-                if item.attempts < max_attempts:
-                    retry[key] = item
-            pending = retry
+        final = ask_in_rounds(
+            backend, {item.judgment_id: item for item in items}, request_of=request_of, record=record, write=write,
+            max_attempts=max_attempts, label=f"judging with {judge}", progress=progress, flush_every=flush_every,
+            flush_seconds=flush_seconds,
+        )
     finally:
         merge_shards(catalog, "judgments", replace=True)
     summary.statuses.update(final.values())

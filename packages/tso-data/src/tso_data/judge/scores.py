@@ -18,7 +18,8 @@ import polars as pl
 
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
-from tso_data.scoring import aggregate_scores, tau_per_prompt
+from tso_data.pairs.tau import tau_per_prompt
+from tso_data.scoring import aggregate_scores
 from tso_data.shards import merge_shards
 
 JUDGMENT_COLUMNS = "target_id, prompt_id, source, judge, rubric, status, score"
@@ -73,7 +74,7 @@ def load_split_prompts(catalog: Catalog, split: str) -> pl.DataFrame:
     with catalog.connect(read_only=True) as con:
         prompts = pl.from_arrow(con.sql("SELECT prompt_id FROM prompts WHERE split = ?", params=[split]).to_arrow_table())
         if prompts.height == 0:  # type: ignore[union-attr]
-            from tso_data.build.run import unknown_split
+            from tso_data.pairs.run import unknown_split
 
             raise unknown_split(con, split, "--split (or the round's split in round.toml)")
         return prompts  # type: ignore[return-value]
@@ -118,8 +119,16 @@ def score_report(
         who = f"judge {judge!r}" if judge else "the judge"
         raise TSODataError(f"base model {base!r} has no answers scored by {who} (with every weighted rubric)")
     taus, tau = tau_per_prompt(base_scores.select("prompt_id", "score"), tau_mode, tau_value)  # type: ignore[arg-type]
+    return ScoreReport(
+        judge, base, tau_mode, tau, base_scores.height, _distribution(scored),
+        _per_prompt_shape(base_scores, min_samples), taus.sort("prompt_id"),
+    )
+
+
+def _distribution(scored: pl.DataFrame) -> pl.DataFrame:
+    """Per source: the count, mean, spread and quantiles of its answers' scores, best first."""
     score = pl.col("score")
-    distribution = (
+    return (
         scored.group_by("source")
         .agg(
             pl.len().alias("n"), score.mean().alias("mean"), score.std().alias("std"), score.min().alias("min"),
@@ -128,9 +137,15 @@ def score_report(
         )
         .sort(["mean", "source"], descending=[True, False])
     )
+
+
+def _per_prompt_shape(base_scores: pl.DataFrame, min_samples: int) -> pl.DataFrame:
+    """Per prompt with at least ``min_samples`` scored base answers: the mean, spread, skewness
+    and excess kurtosis of their scores (paper Figure 5)."""
+    score = pl.col("score")
     # bias-corrected sample skewness and excess kurtosis (0 for a normal distribution):
     # the paper's "normalized kurtosis"; undefined (null) below 3 / 4 samples
-    per_prompt = (
+    return (
         base_scores.group_by("prompt_id")
         .agg(
             pl.len().alias("n"), score.mean().alias("mean"), score.std().alias("std"),
@@ -143,8 +158,6 @@ def score_report(
         )
         .sort("prompt_id")
     )
-    return ScoreReport(judge, base, tau_mode, tau, base_scores.height, distribution, per_prompt, taus.sort("prompt_id"))
-
 
 def plot_report(report: ScoreReport, path: Path) -> None:
     """Two panels: mean score per source (± std) with τ marked; per-prompt skewness vs excess

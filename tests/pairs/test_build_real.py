@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from catalog_rows import add_judgments, add_models, add_prompts, add_responses, read_jsonl
-from tso_data.build.config import load_round_config
-from tso_data.build.run import plan_round, write_round
+from tso_data.pairs.config import load_round_config
+from tso_data.pairs.run import plan_round, write_round
 from tso_data.catalog import Catalog
 from tso_data.cli.main import cli
 
@@ -162,7 +162,7 @@ def test_cross_size_multi_turn_and_tau_split(cross_size: Catalog, shared_data: P
     assert [m["role"] for m in row["prompt"]] == ["user"]
     assert [m["role"] for m in row["chosen"]] == ["assistant", "user", "assistant"]
     assert row["chosen_source"] == "vicuna-33b-v1.3" and row["rejected_source"] in build.pools.negative
-    summary = {r["source"]: r for r in __import__("tso_data.build.run", fromlist=["x"]).source_distances(build)}
+    summary = {r["source"]: r for r in __import__("tso_data.pairs.run", fromlist=["x"]).source_distances(build)}
     assert summary["vicuna-7b-v1.3"]["answers"] == 80
 
 

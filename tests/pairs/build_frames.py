@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from tso_data import ids
-from tso_data.build.config import load_round_config
-from tso_data.build.pairs import BuildInputs
+from tso_data.pairs.config import load_round_config
+from tso_data.pairs.core import BuildInputs
 
 # family "f": base f-v2-7b; newest-largest f-v2-70b; negatives (older-or-smaller) f-v1-7b, f-v2-1b, f-v1-1b;
 # f-v3-7b is newer and not smaller: in no pool.

@@ -16,6 +16,13 @@ from tso_data.matrix import add_model
 MSG = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
+def _insert(catalog: Catalog, table: pa.Table, sql: str) -> None:
+    """Run ``sql`` with ``table`` registered as ``src``."""
+    with catalog.connect(read_only=False) as con:
+        con.register("src", table)
+        con.execute(sql)
+
+
 def add_models(catalog: Catalog, cells: Sequence[tuple[str, str, str, float]]) -> None:
     """cells: (name, family, version, size_b)."""
     for name, family, version, size in cells:
@@ -32,13 +39,11 @@ def add_prompts(catalog: Catalog, rows: Sequence[tuple[list[dict[str, str]], str
         "source": [source] * len(rows),
         "split": [s for _, s in rows],
     })
-    with catalog.connect(read_only=False) as con:
-        con.register("src", table)
-        con.execute(
-            "INSERT INTO prompts (prompt_id, messages, n_turns, source, split, added_at) "
-            "SELECT prompt_id, messages, n_turns, source, split, now() FROM src "
-            "WHERE prompt_id NOT IN (SELECT prompt_id FROM prompts)"
-        )
+    _insert(catalog, table, (
+        "INSERT INTO prompts (prompt_id, messages, n_turns, source, split, added_at) "
+        "SELECT prompt_id, messages, n_turns, source, split, now() FROM src "
+        "WHERE prompt_id NOT IN (SELECT prompt_id FROM prompts)"
+    ))
     return pids
 
 
@@ -49,12 +54,10 @@ def add_answers(catalog: Catalog, rows: Sequence[tuple[str, str, list[str]]]) ->
         "answer_id": aids, "prompt_id": [r[0] for r in rows], "source": [r[1] for r in rows],
         "turns": pa.array([r[2] for r in rows], type=pa.list_(pa.string())),
     })
-    with catalog.connect(read_only=False) as con:
-        con.register("src", table)
-        con.execute(
-            "INSERT INTO answers (answer_id, prompt_id, source, turns, added_at) "
-            "SELECT DISTINCT ON (answer_id) answer_id, prompt_id, source, turns, now() FROM src"
-        )
+    _insert(catalog, table, (
+        "INSERT INTO answers (answer_id, prompt_id, source, turns, added_at) "
+        "SELECT DISTINCT ON (answer_id) answer_id, prompt_id, source, turns, now() FROM src"
+    ))
     return aids
 
 
@@ -66,12 +69,10 @@ def add_responses(catalog: Catalog, rows: Sequence[tuple[str, str, int, list[str
         "sample_index": pa.array([r[2] for r in rows], type=pa.int32()),
         "turns": pa.array([r[3] for r in rows], type=pa.list_(pa.string())),
     })
-    with catalog.connect(read_only=False) as con:
-        con.register("src", table)
-        con.execute(
-            "INSERT INTO responses (response_id, prompt_id, model, sample_index, turns, sampling, backend, created_at) "
-            "SELECT response_id, prompt_id, model, sample_index, turns, 'ingested', 'ingested', now() FROM src"
-        )
+    _insert(catalog, table, (
+        "INSERT INTO responses (response_id, prompt_id, model, sample_index, turns, sampling, backend, created_at) "
+        "SELECT response_id, prompt_id, model, sample_index, turns, 'ingested', 'ingested', now() FROM src"
+    ))
     return rids
 
 
@@ -88,13 +89,11 @@ def add_judgments(
         "score": pa.array([r[4] for r in rows], type=pa.float64()),
         "status": ["ok" if r[4] is not None else "unparsed" for r in rows],
     })
-    with catalog.connect(read_only=False) as con:
-        con.register("src", table)
-        con.execute(
-            "INSERT INTO judgments (judgment_id, target_id, target_kind, prompt_id, source, judge, rubric, "
-            f"rubric_version, sample_index, score, status, attempts, created_at) SELECT judgment_id, target_id, "
-            f"'response', prompt_id, source, judge, '{rubric}', '1', 0, score, status, 1, now() FROM src"
-        )
+    _insert(catalog, table, (
+        "INSERT INTO judgments (judgment_id, target_id, target_kind, prompt_id, source, judge, rubric, "
+        f"rubric_version, sample_index, score, status, attempts, created_at) SELECT judgment_id, target_id, "
+        f"'response', prompt_id, source, judge, '{rubric}', '1', 0, score, status, 1, now() FROM src"
+    ))
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -13,7 +13,7 @@ import pytest
 PROBE = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from tso_data.build.memory import use_batch_allocator
+    from tso_data.speed import use_batch_allocator
 
     def refault_pages() -> int:
         a = np.ones(400_000_000 // 8)  # 400 MB: far above glibc's (dynamic) mmap and trim thresholds

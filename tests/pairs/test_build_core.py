@@ -1,4 +1,4 @@
-"""Properties of the pure pair core (tso_data.build.pairs) on synthetic frames."""
+"""Properties of the pure pair core (tso_data.pairs.core) on synthetic frames."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from scipy import stats
 
 from tso_data import ids
 from tso_data.ids import canonical_json
-from tso_data.build.config import resolve_pools
-from tso_data.build.pairs import BuildInputs, build_pairs
-from tso_data.build.snapshot import snapshot_table, to_conversations
+from tso_data.pairs.conversations import to_conversations
+from tso_data.pairs.core import BuildInputs, build_pairs
+from tso_data.pairs.pools import resolve_pools
+from tso_data.pairs.snapshot import snapshot_table
 
 from build_frames import BASE, NEGATIVE, POSITIVE, config, make_inputs, models_frame
 
@@ -144,7 +145,7 @@ def test_heldout_prompts_and_wrong_turn_counts_are_not_used() -> None:
 
 
 def test_snapshot_is_deterministic_and_content_addressed(tmp_path) -> None:
-    from tso_data.build.snapshot import write_snapshot_file
+    from tso_data.pairs.snapshot import write_snapshot_file
 
     inputs = make_inputs(_large_spec(300))
     cfg = config(pairs=200)
@@ -169,8 +170,8 @@ def test_pipelined_snapshot_writes_the_one_table_file(tmp_path, monkeypatch, row
     """write_snapshot (row groups built beside the writer, the id added to the footer at the
     end) gives the bytes and id of snapshot_table + write_snapshot_file, also when the rows
     span several row groups; the footer carries all of the snapshot's metadata."""
-    from tso_data.build import snapshot
-    from tso_data.build.snapshot import write_snapshot, write_snapshot_file
+    from tso_data.pairs import snapshot
+    from tso_data.pairs.snapshot import write_snapshot, write_snapshot_file
 
     monkeypatch.setitem(snapshot.WRITER_OPTIONS, "row_group_size", row_group_size)
     inputs = make_inputs(_large_spec(300))
@@ -194,7 +195,7 @@ def test_row_order_of_the_inputs_changes_nothing(tmp_path, seed: int, cap: int) 
     """Catalog reads return rows in no fixed order, and prompt codes are row numbers: the
     pairs, their order and the snapshot's bytes must not depend on it (nor on a prompt row
     read twice)."""
-    from tso_data.build.snapshot import write_snapshot
+    from tso_data.pairs.snapshot import write_snapshot
 
     inputs = make_inputs(_large_spec(120))
     cfg = config(pairs=150, max_pairs_per_prompt=cap)

@@ -1,11 +1,11 @@
-"""Pairs → the snapshot file of DESIGN.md §4: one Parquet file, TRL conversational columns
-plus provenance, key-value metadata, content-addressed and immutable.
+"""Pairs → the snapshot file (docs/design.md, "4. The snapshot contract"): one Parquet file,
+TRL conversational columns (:mod:`tso_data.pairs.conversations`) plus provenance, key-value
+metadata, content-addressed and immutable. :data:`SNAPSHOT_SCHEMA` is the one definition of
+its columns: the writer, the readers and the tests use it.
 
-Multi-turn prompts (k user turns answered turn by turn): ``prompt`` holds every message up
-to and including the first answered user turn (system messages stay there); ``chosen`` and
-``rejected`` hold that answer's continuation [assistant_1, user_2, assistant_2, …,
-assistant_k], so the trainer scores the whole conversation and masks the user tokens.
-Single-turn: ``chosen`` = [assistant].
+:func:`write_snapshot` is the fast writer (row groups built beside the single-threaded
+Parquet writer); :func:`snapshot_table` + :func:`write_snapshot_file` write the same bytes
+from one table, the plain version it is tested against.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tso_data.build.pairs import pair_ids
 from tso_data.errors import TSODataError
 from tso_data.ids import canonical_json, content_hash
+from tso_data.pairs.conversations import PromptIndex, conversations
+from tso_data.pairs.core import pair_ids
 from tso_data.shards import publish
 
 SCHEMA_VERSION = "1"
@@ -45,10 +45,10 @@ SNAPSHOT_SCHEMA = pa.schema([
 # Pinned so that the same rows give the same bytes (no timestamps are written by pyarrow).
 WRITER_OPTIONS: dict[str, object] = {
     "compression": "zstd",
-    "compression_level": 1,  # level 3 costs 15 % more time for a file no smaller
+    "compression_level": 1,  # higher levels cost time for files hardly smaller (benchmarks/bench_build.py)
     "use_dictionary": ["kind", "chosen_source", "rejected_source"],  # low-cardinality columns only
     # min/max where a reader can skip row groups by them (matrix pairs come before base
-    # pairs); not on the texts or ids, where they cost 15 % of the write and prune nothing
+    # pairs); not on the texts or ids, where they cost write time and prune nothing
     "write_statistics": ["kind", "chosen_source", "rejected_source", "chosen_score", "rejected_score", "round"],
     "row_group_size": 65_536,
     "data_page_size": 1 << 20,
@@ -59,94 +59,8 @@ WRITER_OPTIONS: dict[str, object] = {
 }
 
 
-def split_conversation(messages: list[dict[str, str]], n_turns: int, turns: list[str]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """(prompt, continuation) for an answer ``turns`` to the last ``n_turns`` user messages.
-
-    >>> msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-    ...         {"role": "user", "content": "And?"}]
-    >>> prompt, cont = split_conversation(msgs, 2, ["Hello", "Bye"])
-    >>> [m["role"] for m in prompt], [(m["role"], m["content"]) for m in cont]
-    (['system', 'user'], [('assistant', 'Hello'), ('user', 'And?'), ('assistant', 'Bye')])
-    >>> split_conversation([{"role": "user", "content": "Q"}], 1, ["A"])[1]
-    [{'role': 'assistant', 'content': 'A'}]
-    """
-    user_idx = [i for i, m in enumerate(messages) if m["role"] == "user"]
-    answered = user_idx[len(user_idx) - n_turns:]
-    first = answered[0]
-    prompt = [{"role": m["role"], "content": m["content"]} for m in messages[: first + 1]]
-    continuation: list[dict[str, str]] = []
-    for k, start in enumerate(answered):
-        if k > 0:
-            continuation.extend(
-                {"role": m["role"], "content": m["content"]} for m in messages[answered[k - 1] + 1 : start + 1]
-            )
-        continuation.append({"role": "assistant", "content": turns[k]})
-    return prompt, continuation
-
-
-@dataclass(frozen=True)
-class _PromptIndex:
-    """Each pair's prompt, found once: its messages (one contiguous column), the pair's row
-    in it and the prompt's number of answered turns. Chunks of the pairs then gather."""
-
-    messages: pl.Series
-    row: pl.Series  # per pair
-    n_turns: pl.Series  # per pair
-
-    @classmethod
-    def of(cls, pairs: pl.DataFrame, prompts: pl.DataFrame) -> _PromptIndex:
-        # join on the slim key, then gather the messages (moving list columns through a join is slow)
-        index = prompts.select("prompt_id", pl.col("n_turns").cast(pl.Int64)).with_row_index("_pi")
-        joined = pairs.select("prompt_id").join(index, on="prompt_id", how="left", maintain_order="left")
-        messages = prompts.get_column("messages")
-        return cls(messages.rechunk() if messages.n_chunks() > 1 else messages, joined["_pi"], joined["n_turns"])
-
-    def slice(self, offset: int, length: int) -> _PromptIndex:
-        return _PromptIndex(self.messages, self.row.slice(offset, length), self.n_turns.slice(offset, length))
-
-
-def to_conversations(pairs: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
-    """Add ``prompt``, ``chosen``, ``rejected`` message lists to the pairs of
-    :func:`tso_data.build.pairs.build_pairs` (vectorised for single-turn prompts)."""
-    return _conversations(pairs, _PromptIndex.of(pairs, prompts))
-
-
-def _conversations(pairs: pl.DataFrame, index: _PromptIndex) -> pl.DataFrame:
-    joined = pairs.with_columns(messages=index.messages.gather(index.row), n_turns=index.n_turns)
-    single = joined.filter(pl.col("n_turns") == 1)
-
-    def assistant(col: str) -> pl.Expr:
-        return pl.concat_list(
-            pl.struct(pl.lit("assistant").alias("role"), pl.col(col).list.first().alias("content"))
-        )
-
-    single = single.with_columns(
-        prompt=pl.col("messages").list.eval(pl.struct(pl.element().struct.field("role"), pl.element().struct.field("content"))),
-        chosen=assistant("chosen_turns"),
-        rejected=assistant("rejected_turns"),
-    )
-    multi = joined.filter(pl.col("n_turns") != 1)
-    if multi.height:
-        prompts_col, chosen_col, rejected_col = [], [], []
-        for row in multi.select("messages", "n_turns", "chosen_turns", "rejected_turns").iter_rows():
-            messages, n_turns, ct, rt = row
-            p, c = split_conversation(messages, n_turns, ct)
-            _, r = split_conversation(messages, n_turns, rt)
-            prompts_col.append(p)
-            chosen_col.append(c)
-            rejected_col.append(r)
-        dtype = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
-        multi = multi.with_columns(
-            prompt=pl.Series(prompts_col, dtype=dtype),
-            chosen=pl.Series(chosen_col, dtype=dtype),
-            rejected=pl.Series(rejected_col, dtype=dtype),
-        )
-        single = pl.concat([single, multi], how="vertical_relaxed")
-    return single.drop("messages", "n_turns")
-
-
 def with_pair_ids(conv: pl.DataFrame) -> pl.DataFrame:
-    """Add pair_id (:func:`tso_data.build.pairs.pair_ids`) unless the pairs carry it."""
+    """Add pair_id (:func:`tso_data.pairs.core.pair_ids`) unless the pairs carry it."""
     if "pair_id" in conv.columns:
         return conv
     return conv.with_columns(pair_id=pair_ids(conv))
@@ -215,7 +129,8 @@ def snapshot_table(conv: pl.DataFrame, round_: int, config: dict[str, object]) -
 def write_snapshot(
     pairs: pl.DataFrame, prompts: pl.DataFrame, round_: int, config: dict[str, object], directory: Path
 ) -> tuple[str, Path, bool, int]:
-    """Pairs → the snapshot file ``directory/<id>.parquet``: the file that :func:`to_conversations`,
+    """Pairs → the snapshot file ``directory/<id>.parquet``: the file that
+    :func:`~tso_data.pairs.conversations.to_conversations`,
     :func:`snapshot_table` and :func:`write_snapshot_file` give (same bytes), pipelined.
 
     The Parquet writer is single-threaded and the largest part of the work, so it writes
@@ -229,13 +144,13 @@ def write_snapshot(
     step = int(WRITER_OPTIONS["row_group_size"])  # type: ignore[call-overload]
     starts = range(0, pairs.height, step) if pairs.height else range(1)
 
-    def arrow(index: _PromptIndex, start: int) -> pa.Table:
-        part = _conversations(pairs.slice(start, step), index.slice(start, step))
+    def arrow(index: PromptIndex, start: int) -> pa.Table:
+        part = conversations(pairs.slice(start, step), index.slice(start, step))
         return _snapshot_frame(part, round_).to_arrow().cast(SNAPSHOT_SCHEMA)
 
     # one thread builds the chunks in order, another the id; this one writes
     with ThreadPoolExecutor(max_workers=1) as thread, ThreadPoolExecutor(max_workers=1) as digest_thread:
-        index = thread.submit(_PromptIndex.of, pairs, prompts)
+        index = thread.submit(PromptIndex.of, pairs, prompts)
         tables = [thread.submit(lambda start=start: arrow(index.result(), start)) for start in starts]
         scored = pairs.select("pair_id", "chosen_score", "rejected_score")
 

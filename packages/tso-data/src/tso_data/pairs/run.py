@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tso_data.build.config import ResolvedPools, RoundConfig, resolve_pools
-from tso_data.build.memory import use_batch_allocator
-from tso_data.build.pairs import BuildInputs, BuildResult, build_pairs
-from tso_data.build.snapshot import SCHEMA_VERSION, write_snapshot
 from tso_data.catalog import Catalog
 from tso_data.errors import TSODataError
 from tso_data.ids import canonical_json
 from tso_data.matrix import version_key
+from tso_data.pairs.config import RoundConfig
+from tso_data.pairs.core import BuildInputs, BuildResult, build_pairs, round_sources
+from tso_data.pairs.pools import ResolvedPools, resolve_pools
+from tso_data.pairs.snapshot import SCHEMA_VERSION, write_snapshot
 from tso_data.scoring import aggregate_scores
 
 LENGTH_IMBALANCE = 2.0  # warn when mean chosen length / mean rejected length leaves [1/x, x]
@@ -116,12 +116,9 @@ def fingerprint_ids(ids: pl.Series) -> str:
 
 
 def plan_round(catalog: Catalog, config: RoundConfig) -> RoundBuild:
-    # process-wide, so here in the command's planning step and not in the pure core: a round's
-    # build is a batch job (see tso_data.build.memory); before the inputs are read
-    use_batch_allocator()
     models = load_models(catalog)
     pools = resolve_pools(config, models)
-    sources = sorted(set(pools.positive) | set(pools.negative) | {pools.base_model})
+    sources = round_sources(pools)
     inputs, counts, fingerprint = load_inputs(catalog, config, sources)
     fingerprint["models"] = fingerprint_ids(models["name"])
     result = build_pairs(inputs, config, pools)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tso_data.build.config import load_round_config, resolve_pools
+from tso_data.pairs.config import load_round_config
+from tso_data.pairs.pools import resolve_pools
 from tso_data.errors import TSODataError
 
 from build_frames import models_frame

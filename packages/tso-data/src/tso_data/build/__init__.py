@@ -1,1 +1,0 @@
-"""`tso-data build`: round configuration, the pure pair-building core, snapshots."""
