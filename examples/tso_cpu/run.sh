@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # TSO on a laptop: a tiny model matrix, a verifier as AI feedback, N rounds on CPU.
 #
-#   bash examples/tso_cpu/run.sh            # or: make example
+#   bash examples/tso_cpu/run.sh            # or: make example        (about 10 min on 2 cores)
+#   QUICK=1 bash examples/tso_cpu/run.sh    # one round on a smaller task (about 3 min)
 #
 # Every step is the normal `tso-data` / `tso-train` command a user runs on a cluster
 # (examples/tso_cpu/README.md walks through them). The runner stops at the first failing
@@ -10,9 +11,10 @@
 #
 # Settings (environment variables; defaults in brackets):
 #   WORK      working directory: task files, models, catalog, runs   [examples/tso_cpu/work]
-#   ROUNDS    TSO rounds                                               [3]
-#   N_TRAIN / N_HELDOUT / N_SFT   prompts per split                    [600 / 200 / 3000]
-#   EPOCHS_V1 / EPOCHS_V2         SFT epochs of version 1 / extra for version 2   [5 / 15]
+#   ROUNDS    TSO rounds                                               [3; QUICK: 1]
+#   N_TRAIN / N_HELDOUT / N_SFT   prompts per split                    [1000 / 500 / 8000; QUICK: 600 / 300 / 6000]
+#   EPOCHS_V1 / EPOCHS_V2 / EPOCHS_V2_L   SFT epochs of version 1 / extra for version 2 of the
+#                                 small / of the large size        [3 / 7 / 14; QUICK: 2 / 5 / 5]
 #   SAMPLES   base-model samples per train prompt (for base pairs)    [4]
 #   FIT_ARGS  extra `tso-train fit` flags                              [see below]
 #   SEED      seed of build and fit                                    [43]
@@ -23,19 +25,24 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # tiny models: one thread each is 
 if [ -x .venv/bin/tso-data ] && ! command -v tso-data >/dev/null; then export PATH="$PWD/.venv/bin:$PATH"; fi
 
 WORK=${WORK:-examples/tso_cpu/work}
+if [ -n "${QUICK:-}" ]; then  # the integration test's size: one round, a smaller task and matrix
+  ROUNDS=${ROUNDS:-1} N_TRAIN=${N_TRAIN:-600} N_HELDOUT=${N_HELDOUT:-300} N_SFT=${N_SFT:-6000}
+  EPOCHS_V1=${EPOCHS_V1:-2} EPOCHS_V2=${EPOCHS_V2:-5} EPOCHS_V2_L=${EPOCHS_V2_L:-5}
+fi
 ROUNDS=${ROUNDS:-3}
-N_TRAIN=${N_TRAIN:-600}
-N_HELDOUT=${N_HELDOUT:-200}
-N_SFT=${N_SFT:-3000}
-EPOCHS_V1=${EPOCHS_V1:-5}
-EPOCHS_V2=${EPOCHS_V2:-15}
+N_TRAIN=${N_TRAIN:-1000}
+N_HELDOUT=${N_HELDOUT:-500}
+N_SFT=${N_SFT:-8000}
+EPOCHS_V1=${EPOCHS_V1:-3}
+EPOCHS_V2=${EPOCHS_V2:-7}
+EPOCHS_V2_L=${EPOCHS_V2_L:-14}
 SAMPLES=${SAMPLES:-4}
 SEED=${SEED:-43}
-FIT_ARGS=${FIT_ARGS:---loss dual-clip --parts 3 --epochs 2 --global-batch 16 --micro-batch 16 --lr 5e-6 --max-length 64 --save-every 0}
+FIT_ARGS=${FIT_ARGS:---loss dual-clip --parts 3 --epochs 2 --global-batch 16 --micro-batch 16 --lr 3e-5 --max-length 64 --save-every 0}
 CAT=$WORK/catalog
 JUDGE=fn:tso_data.examples.arith:score
-GREEDY=(--temperature 0 --max-tokens 16 --batch-size 128 --no-progress)
-SAMPLED=(--n "$SAMPLES" --temperature 0.8 --top-p 0.95 --seed "$SEED" --max-tokens 16 --batch-size 128 --no-progress)
+GREEDY=(--temperature 0 --max-tokens 24 --batch-size 128 --no-progress)
+SAMPLED=(--n "$SAMPLES" --temperature 0.8 --top-p 0.95 --seed "$SEED" --max-tokens 24 --batch-size 128 --no-progress)
 PYTHON=${PYTHON:-python}
 
 started=$(date +%s)
@@ -55,12 +62,23 @@ step "prepare task files, tokenizer, untrained cells" \
   "$PYTHON" examples/tso_cpu/prepare.py --work "$WORK" --n-train "$N_TRAIN" --n-heldout "$N_HELDOUT" --n-sft "$N_SFT" --seed "$SEED"
 source "$WORK/models/sizes.env"
 SFT=(--global-batch 64 --micro-batch 64 --lr 3e-3 --weight-decay 0 --max-length 64 --save-every 0)
-for size in s l; do
-  have_model "$WORK/models/arith-v1-$size/final" || step "train arith-v1-$size ($EPOCHS_V1 SFT epochs)" \
-    tso-train sft "$WORK/task/sft.jsonl" --model "$WORK/models/init-$size" --out "$WORK/models/arith-v1-$size" --epochs "$EPOCHS_V1" "${SFT[@]}"
-  have_model "$WORK/models/arith-v2-$size/final" || step "train arith-v2-$size (v1 + $EPOCHS_V2 SFT epochs)" \
-    tso-train sft "$WORK/task/sft.jsonl" --model "$WORK/models/arith-v1-$size/final" --out "$WORK/models/arith-v2-$size" --epochs "$EPOCHS_V2" "${SFT[@]}"
-done
+train_size() {  # SIZE: version 1 from the untrained cell, then version 2 = version 1 trained further
+  local size=$1 models=$WORK/models corpus=$WORK/task/sft.jsonl epochs=$EPOCHS_V2
+  # the large cell's version 2 gets the flagship post-training: longer, on a corpus with more
+  # answers in the judge's preferred form (docs/design.md, "7. The CPU testbed")
+  if [ "$size" = l ]; then corpus=$WORK/task/sft-flagship.jsonl epochs=$EPOCHS_V2_L; fi
+  { have_model "$models/arith-v1-$size/final" || tso-train sft "$WORK/task/sft.jsonl" --model "$models/init-$size" \
+      --out "$models/arith-v1-$size" --epochs "$EPOCHS_V1" "${SFT[@]}" > "$models/arith-v1-$size.log" 2>&1; } &&
+  { have_model "$models/arith-v2-$size/final" || tso-train sft "$corpus" --model "$models/arith-v1-$size/final" \
+      --out "$models/arith-v2-$size" --epochs "$epochs" "${SFT[@]}" > "$models/arith-v2-$size.log" 2>&1; } ||
+  { echo "error: training size $size failed; see $models/arith-v*-$size.log" >&2; return 1; }
+}
+train_matrix() {  # the two sizes side by side, one core each
+  train_size s & local small=$!
+  train_size l & local large=$!
+  wait "$small" && wait "$large"
+}
+step "train the matrix: v1 = $EPOCHS_V1 SFT epochs, v2 = v1 + $EPOCHS_V2 (large: + $EPOCHS_V2_L on the flagship corpus), sizes side by side" train_matrix
 
 # -- 2. the catalog: matrix, prompts, human answers, round configuration --------------------
 step "init catalog" tso-data init "$CAT"

@@ -74,3 +74,12 @@ def test_splits_are_disjoint_deterministic_and_written_for_ingest(tmp_path) -> N
         assert score(by_id[a["id"]]["messages"], a["turns"]) == SCALE_MAX
     sft = [json.loads(line)["messages"] for line in paths["sft"].read_text().splitlines()]
     assert len(sft) == 50 and all(m[-1]["role"] == "assistant" for m in sft)
+    flagship = [json.loads(line)["messages"] for line in paths["sft-flagship"].read_text().splitlines()]
+    assert [m[0] for m in flagship] == [m[0] for m in sft]  # the same problems, other answer forms
+    def equation_share(conversations):
+        return sum("=" in m[-1]["content"] for m in conversations) / len(conversations)
+    big = make_splits(30, 10, 3000, seed=7)
+    paths = write_task_files(tmp_path / "big", big)
+    shares = [equation_share([json.loads(line)["messages"] for line in paths[name].read_text().splitlines()])
+              for name in ("sft", "sft-flagship")]
+    assert abs(shares[0] - 1 / 3) < 0.03 and abs(shares[1] - 3 / 5) < 0.03
