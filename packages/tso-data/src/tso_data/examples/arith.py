@@ -173,6 +173,17 @@ def grade(problem: Problem, text: str, truth: int | None = None) -> float:
     return round(SCALE_MIN + 2.0 * echoed + 6.0 * credit + 1.0 * exact, 4)
 
 
+
+def _graded_problem(messages: Sequence[Mapping[str, str]], turns: Sequence[str]) -> tuple[str, Problem]:
+    """The last user message and its problem; a prompt off the task or no answer is an error."""
+    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    problem = parse_question(question)
+    if problem is None:
+        raise ValueError(f"not an arithmetic-task prompt: {question[:80]!r}")
+    if not turns:
+        raise ValueError("no answer turn to score")
+    return question, problem
+
 def read_answer(problem: Problem, text: str) -> tuple[bool, int | None]:
     """(whether the answer restates the question's operands, the result it gives or None).
 
@@ -201,12 +212,7 @@ def score(
     >>> score([{"role": "user", "content": "What is 9 - 4?"}], ["9 - 4 = 5"])
     10.0
     """
-    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    problem = parse_question(question)
-    if problem is None:
-        raise ValueError(f"not an arithmetic-task prompt: {question[:80]!r}")
-    if not turns:
-        raise ValueError("no answer turn to score")
+    question, problem = _graded_problem(messages, turns)
     return grade(problem, turns[0])
 
 
@@ -287,12 +293,7 @@ def self_judge(
         ARITH_SELF_JUDGE_MODEL=WORK/models/arith-v2-s/final \\
             tso-data judge --judge fn:tso_data.examples.arith:self_judge --model arith-v2-s
     """
-    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    problem = parse_question(question)
-    if problem is None:
-        raise ValueError(f"not an arithmetic-task prompt: {question[:80]!r}")
-    if not turns:
-        raise ValueError("no answer turn to score")
+    question, problem = _graded_problem(messages, turns)
     believed = _believed_result(question)
     if believed is None:
         echoed, value = read_answer(problem, turns[0])
