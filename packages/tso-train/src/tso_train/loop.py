@@ -95,7 +95,7 @@ def check_before_load(cfg: FitConfig, out: Path) -> tuple[Snapshot, dict, Resume
     build_ds_config(cfg, cfg.global_batch)  # reads and checks a --deepspeed-config
     extra = {"loss": cfg.loss, "beta": cfg.beta, **{k: getattr(cfg, k) for k in LOSS_PARAMETERS[cfg.loss]},
              "parts": cfg.parts, "length_average": cfg.length_average, "score_user_turns": cfg.score_user_turns}
-    packing = cfg.speed.packing(cfg.packing, torch.cuda.is_available())
+    packing = cfg.speed.packing(cfg.packing, torch.cuda.is_available(), cfg.bf16)
     fingerprint = run_fingerprint(cfg, {"snapshot": snapshot.snapshot_id or file_digest(snapshot.path)},
                                   packing, world_size(), extra)
     return snapshot, fingerprint, prepare_run(out, fingerprint, cfg.resume)

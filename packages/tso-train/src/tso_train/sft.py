@@ -120,7 +120,7 @@ def check_before_load(cfg: SFTConfig, out: Path) -> tuple[list[list[Message]], d
     conversations = read_conversations(cfg.data)
     check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
     build_ds_config(cfg, cfg.global_batch)  # reads and checks a --deepspeed-config
-    packing = cfg.speed.packing(cfg.packing, torch.cuda.is_available())
+    packing = cfg.speed.packing(cfg.packing, torch.cuda.is_available(), cfg.bf16)
     fingerprint = run_fingerprint(cfg, {"data": file_digest(Path(cfg.data))}, packing, world_size())
     return conversations, fingerprint, prepare_run(out, fingerprint, cfg.resume)
 

@@ -63,7 +63,7 @@ class SpeedSwitches:
     lean_mlp: bool = True
     trim_heap: bool = True
     pack_on_cpu: bool = True
-    pack_on_gpu: bool = False
+    pack_on_gpu: bool = True
     varlen_attention: bool = True
     flex_attention: bool = False
     compile_layers: bool = False
@@ -87,20 +87,24 @@ class SpeedSwitches:
         """
         return cls(**{f.name: False for f in fields(cls)})
 
-    def packing(self, requested: bool | None, on_cuda: bool) -> bool:
+    def packing(self, requested: bool | None, on_cuda: bool, bf16: bool = False) -> bool:
         """Whether micro-batches are packed: ``--packing``/``--no-packing`` when given, else the
-        default for the device (packed on CPU, where it saves the padded positions' compute;
-        padded on a GPU, where packed steps measured slower, see the README's "Benchmarks").
+        default for the device: packed on CPU, where it saves the padded positions' compute; on a
+        GPU packed when a packed row attends in one flash-attention call per layer (bf16 and torch's
+        varlen attention), padded otherwise, where per-sequence attention calls measured several
+        times slower (docs/benchmarks.md, the GPU runs).
 
         >>> s = SpeedSwitches()
-        >>> s.packing(None, on_cuda=False), s.packing(None, on_cuda=True)
-        (True, False)
-        >>> s.packing(True, on_cuda=True), s.packing(False, on_cuda=False)
-        (True, False)
+        >>> s.packing(None, on_cuda=False), s.packing(True, on_cuda=True), s.packing(False, on_cuda=False)
+        (True, True, False)
+        >>> s.packing(None, on_cuda=True, bf16=False)  # fp32 on a GPU: no flash kernel, padded
+        False
         """
         if requested is not None:
             return requested
-        return self.pack_on_gpu if on_cuda else self.pack_on_cpu
+        if on_cuda:
+            return self.pack_on_gpu and bf16 and packed_attention_kernel(self, on_cuda=True) == "varlen"
+        return self.pack_on_cpu
 
 
 def heap_trimmer(switches: SpeedSwitches, on_cuda: bool) -> Callable[[], None]:

@@ -55,7 +55,7 @@ class Trainer:
         """Start DeepSpeed on the model with ``cfg.speed``'s switches, then open the run: a fresh
         run.json (``details`` + fingerprint), or the checkpoint a resume continues from."""
         on_cuda = torch.cuda.is_available()
-        packed = cfg.speed.packing(cfg.packing, on_cuda) and enable_packing(lm)
+        packed = cfg.speed.packing(cfg.packing, on_cuda, cfg.bf16) and enable_packing(lm)
         module = SequenceLogps(lm, packed=packed, fused_head=cfg.speed.fused_lm_head,
                                attention_kernel=packed_attention_kernel(cfg.speed, on_cuda))
         engine = initialize(module, cfg, global_batch, weight_decay_module=lm)
