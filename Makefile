@@ -1,4 +1,4 @@
-.PHONY: setup demo test bench example
+.PHONY: setup demo lint test bench example
 
 setup:
 	bash scripts/setup.sh
@@ -6,8 +6,12 @@ setup:
 demo:
 	bash scripts/demo.sh
 
+lint: setup
+	.venv/bin/ruff check .
+
+# extra pytest arguments: make test ARGS="tests/pairs -x -q"
 test:
-	bash scripts/test.sh
+	bash scripts/test.sh $(ARGS)
 
 bench:
 	bash scripts/setup.sh && .venv/bin/python -m benchmarks.run_all
