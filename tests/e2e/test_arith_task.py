@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tso_data.examples.arith import (
-    Problem,
     SCALE_MAX,
     SCALE_MIN,
+    Problem,
     grade,
     make_splits,
     parse_question,

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from eval_helpers import table_counts, write_alpaca_annotations
 
 from tso_data.catalog import Catalog
 from tso_data.cli.main import cli
-
-from eval_helpers import table_counts, write_alpaca_annotations
 
 
 def alpaca_rows(n: int, seed: int, model: str = "my-model", weird: bool = False) -> list[dict[str, object]]:
@@ -122,7 +121,7 @@ def test_outputs_that_differ_from_stored_answers_store_nothing(catalog: Catalog,
     result = CliRunner().invoke(cli, ["ingest", "verdicts", str(write_alpaca_annotations(tmp_path / "b.json", changed)),
                                       "-c", str(catalog.root)])
     assert result.exit_code == 2
-    assert f"b.json:5: field 'output_2': differs from the 1 stored answer(s) of 'my-model'" in result.output
+    assert "b.json:5: field 'output_2': differs from the 1 stored answer(s) of 'my-model'" in result.output
     assert table_counts(catalog) == before
 
 

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from eval_helpers import write_alpaca_annotations
 
 from tso_data.catalog import Catalog
 from tso_data.cli.main import cli
-
-from eval_helpers import write_alpaca_annotations
 
 EXTRACT = Path(__file__).resolve().parents[1] / "data" / "alpaca_eval" / "text_davinci_001_alpaca_eval_gpt4.csv"
 MODEL, BASELINE, JUDGE = "text_davinci_001", "text_davinci_003", "alpaca_eval_gpt4"

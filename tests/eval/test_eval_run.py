@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from eval_helpers import ScriptedJudge, make_catalog, replies_of, table_counts
+
 from tso_data.catalog import Catalog
 from tso_data.cli.main import cli
 from tso_data.eval import EvalSpec, leaderboard, run_eval

@@ -9,10 +9,10 @@ from collections import Counter
 import pytest
 
 from tso_data.catalog import Catalog
+from tso_data.generate.backend import SamplingParams
 from tso_data.generate.factory import BackendOptions, get_backend
 from tso_data.generate.job import run_generation
 from tso_data.generate.plan import GenerateSpec, plan_generation
-from tso_data.generate.backend import SamplingParams
 from tso_data.generate.stub_server import RunningStub
 from tso_data.matrix import add_model, get_model
 

@@ -21,7 +21,7 @@ from tso_data.generate.factory import BackendOptions, get_backend
 from tso_data.generate.job import run_generation
 from tso_data.generate.plan import GenerateSpec, plan_generation
 from tso_data.generate.transformers_backend import TransformersBackend, TransformersSettings
-from tso_data.matrix import add_model, get_model
+from tso_data.matrix import add_model
 
 CONVERSATIONS = [
     [{"role": "user", "content": "hi"}],

@@ -25,7 +25,7 @@ class FakeSamplingParams:
 
 
 class FakeLLM:
-    instances: list["FakeLLM"] = []
+    instances: list[FakeLLM] = []
 
     def __init__(self, **kwargs: object) -> None:
         self.kwargs = kwargs

@@ -5,6 +5,7 @@ every judgment is asked exactly once per attempt, replies without a score stay u
 from __future__ import annotations
 
 import json
+
 import pytest
 from click.testing import CliRunner
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from build_frames import models_frame
 
+from tso_data.errors import TSODataError
 from tso_data.pairs.config import load_round_config
 from tso_data.pairs.pools import resolve_pools
-from tso_data.errors import TSODataError
-
-from build_frames import models_frame
 
 
 def write(tmp_path, text: str):

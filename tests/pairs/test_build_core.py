@@ -6,6 +6,7 @@ import json
 
 import polars as pl
 import pytest
+from build_frames import BASE, NEGATIVE, POSITIVE, config, make_inputs, models_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -16,8 +17,6 @@ from tso_data.pairs.conversations import to_conversations
 from tso_data.pairs.core import BuildInputs, build_pairs
 from tso_data.pairs.pools import resolve_pools
 from tso_data.pairs.snapshot import snapshot_table
-
-from build_frames import BASE, NEGATIVE, POSITIVE, config, make_inputs, models_frame
 
 TEXTS = st.sampled_from(["a", "b", "c", "same"])
 SOURCES = st.sampled_from(sorted(POSITIVE | NEGATIVE | {"f-v3-7b"}))

@@ -10,13 +10,13 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from catalog_rows import add_judgments, add_models, add_prompts, add_responses, read_jsonl
 from click.testing import CliRunner
 
-from catalog_rows import add_judgments, add_models, add_prompts, add_responses, read_jsonl
-from tso_data.pairs.config import load_round_config
-from tso_data.pairs.run import plan_round, write_round
 from tso_data.catalog import Catalog
 from tso_data.cli.main import cli
+from tso_data.pairs.config import load_round_config
+from tso_data.pairs.run import plan_round, write_round
 
 INSTRUCT = ["davinci", "text-davinci-001", "text-davinci-002", "text-davinci-003"]
 FINE_TUNES = ["davinci-t0-ft", "davinci-superni-ft", "davinci-self-instruct", "davinci-self-instruct-and-superni-ft"]

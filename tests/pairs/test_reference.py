@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from build_frames import BASE, NEGATIVE, POSITIVE, config, make_inputs, models_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,8 +13,6 @@ from tso_data.errors import TSODataError
 from tso_data.pairs import reference, sampling
 from tso_data.pairs.core import build_pairs
 from tso_data.pairs.pools import resolve_pools
-
-from build_frames import BASE, NEGATIVE, POSITIVE, config, make_inputs, models_frame
 
 # few texts, so chosen and rejected often read the same; several answers per source and prompt
 TEXTS = st.sampled_from(["a", "b", "c", "d"])

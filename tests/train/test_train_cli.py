@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -53,9 +52,9 @@ FIT = ["--loss", "dpo", "--parts", "1", "--epochs", "1", "--global-batch", "8", 
 
 @pytest.mark.slow
 def test_two_process_torchrun_on_cpu_matches_one_process(tmp_path, hh_snapshot, hh_model_dir, th):
-    from tso_train.loop import FitConfig, fit
-
     import socket
+
+    from tso_train.loop import FitConfig, fit
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

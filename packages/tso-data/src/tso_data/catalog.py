@@ -62,7 +62,7 @@ class Catalog:
     # -- lifecycle ---------------------------------------------------------------------
 
     @classmethod
-    def init(cls, root: str | os.PathLike[str]) -> "Catalog":
+    def init(cls, root: str | os.PathLike[str]) -> Catalog:
         """Create the catalog directory and tables (idempotent)."""
         catalog = cls(root)
         if catalog.root.exists() and not catalog.root.is_dir():
@@ -101,7 +101,7 @@ class Catalog:
         return catalog
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str]) -> "Catalog":
+    def open(cls, root: str | os.PathLike[str]) -> Catalog:
         """An existing catalog; a clear error if there is none."""
         catalog = cls(root)
         if not catalog.exists():

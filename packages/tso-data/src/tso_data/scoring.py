@@ -19,6 +19,7 @@ import polars as pl
 
 from tso_data.errors import TSODataError
 
+
 def select_judge(judgments: pl.DataFrame, judge: str | None) -> pl.DataFrame:
     """Keep one judge's judgments. With ``judge=None`` the frame must hold at most one judge.
 

@@ -39,7 +39,7 @@ class StagedWrite:
         self.generation = 0
         self.attached = False
 
-    def __enter__(self) -> "StagedWrite":
+    def __enter__(self) -> StagedWrite:
         try:
             for setting in ("autoinstall_known_extensions", "autoload_known_extensions", "enable_progress_bar"):
                 self.con.execute(f"SET {setting} = false")

@@ -28,7 +28,7 @@ DEFAULT_CORPUS = [
 ]
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1000) -> "PreTrainedTokenizerFast":
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1000) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -13,7 +13,7 @@ from tso_data.catalog import Catalog
 from tso_data.cli.ingest_cmds import open_catalog
 from tso_data.cli.options import catalog_option, json_option
 from tso_data.errors import TSODataError
-from tso_data.matrix import get_model, list_models
+from tso_data.matrix import get_model
 from tso_data.schema import TABLES
 from tso_data.shards import pending_shards
 

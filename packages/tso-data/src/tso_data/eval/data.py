@@ -25,7 +25,8 @@ import duckdb
 import polars as pl
 
 from tso_data.eval.pointwise import SUMMARY_SQL
-from tso_data.eval.store import TABLE as VERDICTS, has_table
+from tso_data.eval.store import TABLE as VERDICTS
+from tso_data.eval.store import has_table
 
 # One rubric: an answer's score is the mean of its judgments. Several: the mean per rubric,
 # then over rubrics, and only for answers judged on every one (the HAVING). The one-rubric

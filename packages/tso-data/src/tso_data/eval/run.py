@@ -19,7 +19,8 @@ from tso_data.errors import TSODataError
 from tso_data.eval.board import Leaderboard, build
 from tso_data.eval.data import EvalData, Selection, load
 from tso_data.eval.selection import check_split, has_answers, read_difficulty, resolve_models
-from tso_data.eval.store import TABLE as VERDICTS, merge_verdicts
+from tso_data.eval.store import TABLE as VERDICTS
+from tso_data.eval.store import merge_verdicts
 from tso_data.shards import merge_shards, pending_shards
 
 PAIRWISE_RUBRIC = "pairwise"

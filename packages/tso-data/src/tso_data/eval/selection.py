@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import polars as pl
-
 import duckdb
+import polars as pl
 
 from tso_data.errors import TSODataError, located
 from tso_data.eval.data import judged_sources

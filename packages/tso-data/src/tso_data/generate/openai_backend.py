@@ -53,7 +53,7 @@ class OpenAISettings:
     tokens_per_minute: float | None = None
     processes: int = 1  # client processes; > 1 spreads the concurrency over them
 
-    def share(self, index: int) -> "OpenAISettings":
+    def share(self, index: int) -> OpenAISettings:
         """The settings of client process ``index`` of ``processes``: its part of the
         concurrency and of the rate limits (single-process settings)."""
         n = self.processes

@@ -64,7 +64,7 @@ class _Worker:
 class ClientPool:
     """``processes`` client processes that together keep ``concurrency`` requests in flight."""
 
-    def __init__(self, settings: "OpenAISettings", *, seed: int | None = None) -> None:
+    def __init__(self, settings: OpenAISettings, *, seed: int | None = None) -> None:
         self.settings = settings
         self._seed = seed
         self._workers: list[_Worker] = []
@@ -167,7 +167,7 @@ class ClientPool:
 # -- worker side ---------------------------------------------------------------------------
 
 
-def _client_process(conn: Connection, settings: "OpenAISettings", seed: int | None) -> None:
+def _client_process(conn: Connection, settings: OpenAISettings, seed: int | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
     os.nice(CLIENT_NICENESS)
     outbox: queue.Queue[object] = queue.Queue()
@@ -201,7 +201,7 @@ def _send_loop(conn: Connection, outbox: queue.Queue[object]) -> None:
             os._exit(0)  # the parent is gone
 
 
-async def _serve_forever(conn: Connection, settings: "OpenAISettings", seed: int | None,
+async def _serve_forever(conn: Connection, settings: OpenAISettings, seed: int | None,
                          outbox: queue.Queue[object]) -> None:
     from tso_data.generate.openai_backend import OpenAIBackend
 

@@ -59,7 +59,7 @@ class RunSummary:
     def completion_tokens_per_s(self) -> float:
         return self.completion_tokens / self.wall_s if self.wall_s > 0 else 0.0
 
-    def add(self, other: "RunSummary") -> None:
+    def add(self, other: RunSummary) -> None:
         """Accumulate another run (e.g. turn 2 of multi-turn prompts) into this one."""
         for name in ("requests", "ok", "failed", "prompt_tokens", "completion_tokens", "retries", "flushes"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -213,7 +213,7 @@ class _ProgressBar:
         self._start = time.monotonic()
         self._last = 0.0
 
-    def __enter__(self) -> "_ProgressBar":
+    def __enter__(self) -> _ProgressBar:
         self.progress.__enter__()
         self._task = self.progress.add_task(self.description, total=self.total, rate=0.0, tok_s=0.0, failed=0)
         self._start = time.monotonic()

@@ -138,7 +138,7 @@ class StubServer:
 
     # -- running ---------------------------------------------------------------------------
 
-    async def serve(self, host: str, port: int, ready: "threading.Event | None" = None,
+    async def serve(self, host: str, port: int, ready: threading.Event | None = None,
                     bound: list[int] | None = None) -> None:
         server = await asyncio.start_server(self.handle, host, port, backlog=4096)
         if bound is not None:
@@ -148,7 +148,7 @@ class StubServer:
         async with server:
             await server.serve_forever()
 
-    def start_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> "RunningStub":
+    def start_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> RunningStub:
         """Serve on a daemon thread; returns its base URL (``http://host:port/v1``)."""
         ready = threading.Event()
         bound: list[int] = []
