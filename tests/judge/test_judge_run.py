@@ -73,7 +73,7 @@ def test_judge_prompt_contains_conversation_rubric_and_reference(small_catalog, 
     catalog, ids = small_catalog
     jh.add_models(catalog, "judge-1")
     backend = scripted(["Score: 9"])
-    invoke("judge", "-c", str(catalog.root), "--judge", "judge-1", "--where", "prompt_id = '%s'" % ids["p2"],
+    invoke("judge", "-c", str(catalog.root), "--judge", "judge-1", "--where", f"prompt_id = '{ids['p2']}'",
            "--rubric", "logic", "--rubric", "factuality", "--samples", "2")
     # 3 base responses x 2 rubrics x 2 samples
     assert len(backend.requests) == 12

@@ -115,10 +115,10 @@ def test_weights_failed_judgments_and_per_prompt_shape(small_catalog, jh, tmp_pa
             [ids["base1"][0], ids["p1"]],
         )
     equal = scores_json(catalog, "--base", "m-base", "--judge", "J")
-    expected = {t: (f + l) / 2 for t, (f, l) in base_scores.items()}
+    expected = {t: (fact + logic) / 2 for t, (fact, logic) in base_scores.items()}
     assert equal["tau"]["value"] == pytest.approx(sum(expected.values()) / 6)
     weighted = scores_json(catalog, "--base", "m-base", "--judge", "J", "--weight", "factuality=3", "--weight", "logic=1")
-    expected_w = {t: (3 * f + l) / 4 for t, (f, l) in base_scores.items()}
+    expected_w = {t: (3 * fact + logic) / 4 for t, (fact, logic) in base_scores.items()}
     assert weighted["tau"]["value"] == pytest.approx(sum(expected_w.values()) / 6)
     # per-prompt skewness / excess kurtosis: the bias-corrected sample statistics
     shape = {r["prompt_id"]: r for r in equal["per_prompt"]}

@@ -137,12 +137,11 @@ def _ranges(steps: list[int]) -> str:
     'none'
     """
     out: list[str] = []
-    for s in steps:
-        if out and s == last + 1:
+    for i, s in enumerate(steps):
+        if i and s == steps[i - 1] + 1:
             out[-1] = f"{out[-1].split('-')[0]}-{s}"
         else:
             out.append(str(s))
-        last = s
     return ", ".join(out) or "none"
 
 

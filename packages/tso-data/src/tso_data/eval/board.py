@@ -119,7 +119,7 @@ def _estimated_difficulty(preferences: pl.DataFrame) -> tuple[pl.DataFrame, str]
         "prompt_id", "model", "preference", "len_model", "len_baseline")
     prompts = codes.select("p", "prompt_id").unique("p").sort("p")
     length = np.zeros(codes.height)
-    for (model,), group in codes.with_row_index("row").group_by(["model"]):
+    for _, group in codes.with_row_index("row").group_by(["model"]):  # the length term is per model
         delta = standardised_length_difference(group.get_column("len_model").to_numpy(),
                                                group.get_column("len_baseline").to_numpy())
         length[group.get_column("row").to_numpy()] = np.tanh(delta)

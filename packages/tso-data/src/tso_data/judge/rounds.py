@@ -49,30 +49,51 @@ def ask_in_rounds(
     round_number = 0
     while pending:
         round_number += 1
-        retry: dict[str, Item] = {}
-        answered: set[str] = set()
-
-        def keep(key: str, item: Item, result: Result | None, rows: list[Row]) -> None:
-            row, final[key] = record(item, result)
-            rows.append(row)
-            if final[key] != "ok" and item.attempts < max_attempts:
-                retry[key] = item
-
-        def on_flush(results: list[Result]) -> None:
-            rows: list[Row] = []
-            for result in results:
-                answered.add(result.key)
-                keep(result.key, pending[result.key], result, rows)
-            if rows:
-                write(rows)
-
-        requests = [request_of(item) for item in pending.values()]
         description = label + (f" (retry round {round_number - 1})" if round_number > 1 else "")
-        run_requests(backend, requests, on_flush=on_flush, flush_every=flush_every, flush_seconds=flush_seconds,
-                     progress=progress, description=description)
-        for key in set(pending) - answered:  # a backend that dropped a request: an error
-            rows: list[Row] = []
-            keep(key, pending[key], None, rows)
-            write(rows)
-        pending = retry
+        pending = _ask_once(backend, pending, final, request_of=request_of, record=record, write=write,
+                            max_attempts=max_attempts, description=description, progress=progress,
+                            flush_every=flush_every, flush_seconds=flush_seconds)
     return final
+
+
+def _ask_once(
+    backend: Backend,
+    pending: dict[str, Item],
+    final: dict[str, str],
+    *,
+    request_of: Callable[[Item], Request],
+    record: Callable[[Item, Result | None], tuple[Row, str]],
+    write: Callable[[list[Row]], None],
+    max_attempts: int,
+    description: str,
+    progress: bool,
+    flush_every: int,
+    flush_seconds: float,
+) -> dict[str, Item]:
+    """One round: every pending item asked once, each status set in ``final``; returns the items
+    to ask again (not ``ok``, attempts left)."""
+    retry: dict[str, Item] = {}
+    answered: set[str] = set()
+
+    def keep(key: str, item: Item, result: Result | None, rows: list[Row]) -> None:
+        row, final[key] = record(item, result)
+        rows.append(row)
+        if final[key] != "ok" and item.attempts < max_attempts:
+            retry[key] = item
+
+    def on_flush(results: list[Result]) -> None:
+        rows: list[Row] = []
+        for result in results:
+            answered.add(result.key)
+            keep(result.key, pending[result.key], result, rows)
+        if rows:
+            write(rows)
+
+    requests = [request_of(item) for item in pending.values()]
+    run_requests(backend, requests, on_flush=on_flush, flush_every=flush_every, flush_seconds=flush_seconds,
+                 progress=progress, description=description)
+    for key in set(pending) - answered:  # a backend that dropped a request: an error
+        rows: list[Row] = []
+        keep(key, pending[key], None, rows)
+        write(rows)
+    return retry
