@@ -113,7 +113,7 @@ def test_reparse_fixes_rows_without_calling_a_model(small_catalog, scripted, jh,
     invoke("judge", "-c", str(catalog.root), "--judge", "j", "--model", "m-big", "--max-attempts", "1")
     assert [r["status"] for r in rows(catalog, "j")] == ["unparsed"]
     # a "parser change": teach it the 'N points' form
-    from tso_data.judge import parsing, run
+    from tso_data.judge import parsing, reparse
 
     original = parsing.parse_score
 
@@ -122,7 +122,7 @@ def test_reparse_fixes_rows_without_calling_a_model(small_catalog, scripted, jh,
             return parsing.ScoreParse(7.0, "ok", "points")
         return original(text, lo, hi)
 
-    monkeypatch.setattr(run, "parse_score", patched)
+    monkeypatch.setattr(reparse, "parse_score", patched)
     monkeypatch.setattr(judge_cmds, "_model_backend", lambda *a: pytest.fail("reparse must not call a model"))
     out = json.loads(invoke("judge", "-c", str(catalog.root), "--judge", "j", "--reparse", "--json").output)
     assert out["reparsed"] == {"unparsed->ok": 1}

@@ -100,6 +100,7 @@ def judge_cmd(
       tso-data judge --judge judge-7b --reparse          # after a parser change, no model calls
     """
     from tso_data.judge import run as judge_run
+    from tso_data.judge.function_judge import FUNCTION_PREFIX
     from tso_data.judge.targets import select_targets
 
     console = Console(stderr=as_json)
@@ -122,7 +123,7 @@ def judge_cmd(
     items = judge_run.plan_items(
         catalog, targets, rubrics, judge, samples=samples, max_attempts=max_attempts, summary=summary
     )
-    if judge.startswith(judge_run.FUNCTION_PREFIX):
+    if judge.startswith(FUNCTION_PREFIX):
         _run_function_judge(catalog, items, judge, summary, console)
     elif items:
         options = _backend_options(backend_name, concurrency, client_processes, rpm, tpm, api_key_env, batch_size)
@@ -137,16 +138,17 @@ def judge_cmd(
 def _reparse(catalog: Catalog, judge: str, rubric_names: tuple[str, ...], dirs: list[Path], as_json: bool,
              console: Console) -> None:
     """`judge --reparse`: the stored texts of a model judge through the current parser."""
-    from tso_data.judge import run as judge_run
+    from tso_data.judge.function_judge import FUNCTION_PREFIX
+    from tso_data.judge.reparse import reparse
     from tso_data.matrix import find_model
 
-    if judge.startswith(judge_run.FUNCTION_PREFIX) or find_model(catalog, judge) is None:
+    if judge.startswith(FUNCTION_PREFIX) or find_model(catalog, judge) is None:
         raise TSODataError(
             f"--reparse: {judge!r} is not a registered judge model; only texts written by "
             "`tso-data judge` with a model are re-parsed (function judges and ingested scores keep their values)"
         )
     names = [r.name for r in resolve_rubrics(rubric_names, dirs)] if rubric_names else []
-    transitions = judge_run.reparse(catalog, judge=judge, rubrics=names)
+    transitions = reparse(catalog, judge=judge, rubrics=names)
     show_transitions(f"re-parsed judgments of {judge}", judge, transitions, as_json, console)
 
 
@@ -164,12 +166,12 @@ def _backend_options(backend_name: str | None, concurrency: int, client_processe
 
 def _run_function_judge(catalog: Catalog, items: list[Item], judge: str, summary: JudgeSummary,
                         console: Console) -> None:
-    from tso_data.judge import run as judge_run
+    from tso_data.judge.function_judge import load_function_judge, run_function_judge
 
-    func, version = judge_run.load_function_judge(judge)
+    func, version = load_function_judge(judge)
     with _progress(console) as progress:
         task = progress.add_task(f"judging with {judge}", total=len(items))
-        judge_run.run_function_judge(
+        run_function_judge(
             catalog, items, func, judge=judge, judge_version=version, summary=summary,
             on_result=lambda: progress.advance(task),
         )

@@ -33,6 +33,7 @@ from tso_data.generate.backend import SamplingParams
 from tso_data.generate.factory import BackendOptions, get_backend, resolve_api_key, resolve_backend_name
 from tso_data.generate.job import run_generation
 from tso_data.generate.plan import GenerateSpec, plan_generation, validate_sampling
+from tso_data.judge import function_judge
 from tso_data.judge import run as judge_run
 from tso_data.judge.rubrics import resolve_rubrics, rubric_dirs
 from tso_data.judge.targets import select_targets
@@ -147,11 +148,11 @@ def _check_backend(info: ModelInfo, options: BackendOptions, why: str) -> None:
 
 
 def _check_judge(catalog: Catalog, spec: EvalSpec, options: BackendOptions) -> None:
-    if spec.judge.startswith(judge_run.FUNCTION_PREFIX):
+    if spec.judge.startswith(function_judge.FUNCTION_PREFIX):
         if spec.pairwise:
             raise TSODataError(f"--pairwise needs a judge model that compares two answers; {spec.judge!r} is a "
                                "function judge (it scores one answer at a time)")
-        judge_run.load_function_judge(spec.judge)
+        function_judge.load_function_judge(spec.judge)
         return
     info = find_model(catalog, spec.judge)
     if info is None:
@@ -186,10 +187,10 @@ def _judge(catalog: Catalog, spec: EvalSpec, models: tuple[str, ...], options: B
                                  summary=summary)
     if not items:
         return summary
-    if spec.judge.startswith(judge_run.FUNCTION_PREFIX):
-        func, version = judge_run.load_function_judge(spec.judge)
-        return judge_run.run_function_judge(catalog, items, func, judge=spec.judge, judge_version=version,
-                                            summary=summary)
+    if spec.judge.startswith(function_judge.FUNCTION_PREFIX):
+        func, version = function_judge.load_function_judge(spec.judge)
+        return function_judge.run_function_judge(catalog, items, func, judge=spec.judge, judge_version=version,
+                                                 summary=summary)
     info = get_model(catalog, spec.judge)
     backend = get_backend(info, options)
     try:
