@@ -2,7 +2,7 @@
 tuning options) beside TRL's DPOTrainer on the same locally built Llama and the same pairs.
 
 Run where a GPU is lent (scripts/gpu_check.sh runs it arm group by arm group in one device call;
-see the README, "Benchmarks"). Self-contained: nothing is downloaded; the pairs are synthetic text
+see docs/benchmarks.md, "GPU"). Self-contained: nothing is downloaded; the pairs are synthetic text
 (throughput and correctness, not quality). Arms are named as benchmarks/gpu_arms.py describes,
 e.g. ``z2-packed-0.5b``, ``z2-padded-1.5b-mb16``, ``trl-0.5b``.
 

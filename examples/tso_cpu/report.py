@@ -153,7 +153,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def checks(matrix: dict[str, dict[str, Any]], base: str, mix: dict[str, Any]) -> dict[str, Any]:
-    """The testbed's own requirements, measured (docs: the README's example section)."""
+    """The testbed's own requirements, measured (docs/example.md, "The testbed meets its own requirements")."""
     v = {name: matrix[name]["mean"] for name in MATRIX if name in matrix}
     weaker = [n for n in v if n not in (base, "arith-v2-l")]
     return {

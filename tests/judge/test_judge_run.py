@@ -227,7 +227,7 @@ def test_round_resolves_the_base_model(small_catalog, scripted) -> None:
 
 
 def test_where_can_select_the_heldout_feedback_targets(small_catalog, fn_module, jh) -> None:
-    """The README's correction workflow judges exactly the answers with held-out feedback."""
+    """docs/judge.md's evaluation-correction workflow judges exactly the answers with held-out feedback."""
     catalog, ids = small_catalog
     jh.add_feedback(catalog, ids["base1"][1], ids["p1"], 7, split="heldout")
     jh.add_feedback(catalog, ids["base2"][2], ids["p2"], 3, split="heldout")

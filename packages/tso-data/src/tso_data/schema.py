@@ -1,5 +1,5 @@
 """The catalog's tables. Names and columns are a stable, documented interface:
-users query them with plain SQL (README, "Catalog tables").
+users query them with plain SQL (docs/catalog.md, "Tables").
 
 No PRIMARY KEY constraints: DuckDB's ART indexes on tens of millions of string keys cost
 gigabytes of memory. Uniqueness of every ``*_id`` is kept by the one write path,

@@ -132,8 +132,8 @@ ENGINE_HELP = {
     "bf16": "bfloat16 weights/activations (fp32 master weights in the optimiser).",
     "gradient_checkpointing": "Recompute activations in backward (less memory, the same result).",
     "packing": "Padding-free micro-batches (sequences packed end to end, attention per sequence) where the model's "
-               "attention allows it (sdpa/eager); --no-packing pads instead. Default: packed on CPU, padded on a "
-               "GPU (see the README's benchmarks).",
+               "attention allows it (sdpa/eager); --no-packing pads instead. Default: packed on CPU, and on a GPU "
+               "in bf16 where torch has varlen attention; padded otherwise (docs/train.md, docs/benchmarks.md).",
     "seed": "Seed of the shuffles (the parts, every epoch's order).",
     "deepspeed_config": "JSON deep-merged over the config built from the flags.",
     "save_every": "Resumable engine checkpoint every K optimiser steps.",

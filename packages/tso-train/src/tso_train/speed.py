@@ -40,8 +40,8 @@ defaults, less what the user's environment turns off) and passes them in the com
 (``FitConfig.speed``, ``SFTConfig.speed``; a script calling `fit` or `sft` gets the defaults);
 the engine start (tso_train.trainer.Trainer.start, tso_train.engine.initialize) and the CLI's exit
 apply each to what it concerns. No library function turns a measure on by itself or reads the
-environment for one. What each measure gains is in the README's "Benchmarks" section, measured
-side by side with ``benchmarks/bench_train.py``.
+environment for one. What each measure gains is in docs/benchmarks.md (`bench_train`, and the
+GPU runs), measured side by side with ``benchmarks/bench_train.py`` and ``bench_train_gpu.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Backend for vLLM's offline engine (``LLM.chat`` with per-request ``SamplingParams``),
 tensor-parallel inside a node. vLLM is imported only here and only when used; install it
-with the ``vllm`` extra on a GPU machine (README, "Generation").
+with the ``vllm`` extra on a GPU machine (docs/generate.md, "vLLM on a GPU node").
 """
 
 from __future__ import annotations

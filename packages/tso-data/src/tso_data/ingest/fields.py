@@ -73,7 +73,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
 
 
 def field_help(kind: str) -> list[tuple[str, str, str]]:
-    """(field, default columns, help) for ``kind``: what --help and the README show."""
+    """(field, default columns, help) for ``kind``: what `tso-data ingest --help` lists (docs/catalog.md, "Ingest", shows the same)."""
     out = []
     for f in FIELDS[kind]:
         defaults = ", ".join(f.defaults) + (", turn_1, turn_2, ..." if f.is_list else "")

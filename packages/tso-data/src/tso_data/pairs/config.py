@@ -1,7 +1,7 @@
 """The round configuration of `tso-data build`: ``<catalog>/round.toml``, overridden per
 round by a ``[round.R]`` table in the same file, overridden by command-line flags.
 
-Every key, its default and its meaning are listed in :data:`DEFAULTS` and the README
+Every key, its default and its meaning are listed in :data:`DEFAULTS` and in docs/build.md
 ("round.toml reference"). Unknown keys are errors, never silently ignored. What the pool
 rules mean is :mod:`tso_data.pairs.pools`; τ's modes, :mod:`tso_data.pairs.tau`.
 """
