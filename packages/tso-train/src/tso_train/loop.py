@@ -25,8 +25,6 @@ from tso_train import checkpoint as ckpt
 from tso_train.data import EncodedPair, EncodedPairs, collate_pairs, encode_pairs, pad_id_of
 from tso_train.engine import (
     all_reduce_sum,
-    build_ds_config,
-    check_batch_sizes,
     check_model_reference,
     rank,
     start_training_process,
@@ -37,7 +35,7 @@ from tso_train.files import file_digest
 from tso_train.losses import PreferenceLoss, make_loss
 from tso_train.objectives import PreferenceObjective
 from tso_train.progress import NullProgress
-from tso_train.resume import ResumePoint, prepare_run, run_fingerprint
+from tso_train.resume import ResumePoint, check_run
 from tso_train.schedule import plan_parts, split_parts
 from tso_train.settings import LOSS_PARAMETERS, FitConfig, check_fit_settings, run_details
 from tso_train.snapshot import Snapshot, read_snapshot
@@ -84,21 +82,18 @@ def fit(cfg: FitConfig, progress=None) -> dict:
 
 
 def check_before_load(cfg: FitConfig, out: Path) -> tuple[Snapshot, dict, ResumePoint | None]:
-    """Every check that needs no model: flags, the snapshot, batch sizes, the DeepSpeed config,
-    the run directory and `--resume` (see tso_train.resume). Reads only."""
+    """Every check that needs no model: flags, the snapshot, then what `sft` checks too (batch
+    sizes, the DeepSpeed config, the run directory and `--resume`: tso_train.resume.check_run)."""
     check_fit_settings(cfg)
     check_model_reference(cfg.model)
     snapshot = read_snapshot(cfg.snapshot)  # schema and columns first, before any model load
-    check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
     if cfg.parts > len(snapshot.pairs):
         raise TSOTrainError(f"--parts {cfg.parts} is more than the snapshot's {len(snapshot.pairs)} pair(s)")
-    build_ds_config(cfg, cfg.global_batch)  # reads and checks a --deepspeed-config
     extra = {"loss": cfg.loss, "beta": cfg.beta, **{k: getattr(cfg, k) for k in LOSS_PARAMETERS[cfg.loss]},
              "parts": cfg.parts, "length_average": cfg.length_average, "score_user_turns": cfg.score_user_turns}
-    packing = cfg.speed.packing(cfg.packing, torch.cuda.is_available(), cfg.bf16)
-    fingerprint = run_fingerprint(cfg, {"snapshot": snapshot.snapshot_id or file_digest(snapshot.path)},
-                                  packing, world_size(), extra)
-    return snapshot, fingerprint, prepare_run(out, fingerprint, cfg.resume)
+    fingerprint, resume_at = check_run(cfg, out, {"snapshot": snapshot.snapshot_id or file_digest(snapshot.path)},
+                                       extra)
+    return snapshot, fingerprint, resume_at
 
 
 def loss_of(cfg: FitConfig) -> PreferenceLoss:

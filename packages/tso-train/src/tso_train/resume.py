@@ -24,8 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tso_train import checkpoint as ckpt
-from tso_train.engine import rank
+from tso_train.engine import build_ds_config, check_batch_sizes, rank, world_size
 from tso_train.errors import TSOTrainError
 from tso_train.files import atomic_write_text, file_digest
 from tso_train.metrics import MetricsLog, check_resumable
@@ -168,6 +170,19 @@ class ResumePoint:
 
     tag: str
     position: dict
+
+
+def check_run(cfg: Any, out: Path, inputs: dict[str, Any],
+              extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], ResumePoint | None]:
+    """The checks `fit` and `sft` share once their data is read, before any model loads: batch
+    sizes over the ranks, the DeepSpeed config (a ``--deepspeed-config`` is read and checked),
+    then the run's fingerprint against ``out`` and `--resume`. Returns the fingerprint and the
+    point a resume continues from (None: a fresh run). Reads only."""
+    check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
+    build_ds_config(cfg, cfg.global_batch)
+    packing = cfg.speed.packing(cfg.packing, torch.cuda.is_available(), cfg.bf16)
+    fingerprint_ = run_fingerprint(cfg, inputs, packing, world_size(), extra)
+    return fingerprint_, prepare_run(out, fingerprint_, cfg.resume)
 
 
 def prepare_run(out: Path, new_fingerprint: dict[str, Any], resume: bool) -> ResumePoint | None:

@@ -18,13 +18,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from tso_train import checkpoint as ckpt
 from tso_train.data import EncodedSequence, encode_conversation, pad_id_of
 from tso_train.engine import (
-    build_ds_config,
-    check_batch_sizes,
     check_model_reference,
     rank,
     start_training_process,
@@ -34,7 +31,7 @@ from tso_train.errors import TSOTrainError
 from tso_train.files import file_digest
 from tso_train.objectives import NLLObjective
 from tso_train.progress import NullProgress
-from tso_train.resume import ResumePoint, prepare_run, run_fingerprint
+from tso_train.resume import ResumePoint, check_run
 from tso_train.schedule import plan_part
 from tso_train.settings import SFTConfig, check_engine_settings, run_details
 from tso_train.snapshot import Message, check_sft_messages
@@ -113,16 +110,13 @@ def read_conversations(path: str | Path) -> list[list[Message]]:
 
 
 def check_before_load(cfg: SFTConfig, out: Path) -> tuple[list[list[Message]], dict, ResumePoint | None]:
-    """Every check that needs no model: flags, the data, batch sizes, the DeepSpeed config, the
-    run directory and `--resume` (see tso_train.resume). Reads only."""
+    """Every check that needs no model: flags, the data, then what `fit` checks too (batch sizes,
+    the DeepSpeed config, the run directory and `--resume`: tso_train.resume.check_run)."""
     check_engine_settings(cfg)
     check_model_reference(cfg.model)
     conversations = read_conversations(cfg.data)
-    check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
-    build_ds_config(cfg, cfg.global_batch)  # reads and checks a --deepspeed-config
-    packing = cfg.speed.packing(cfg.packing, torch.cuda.is_available(), cfg.bf16)
-    fingerprint = run_fingerprint(cfg, {"data": file_digest(Path(cfg.data))}, packing, world_size())
-    return conversations, fingerprint, prepare_run(out, fingerprint, cfg.resume)
+    fingerprint, resume_at = check_run(cfg, out, {"data": file_digest(Path(cfg.data))})
+    return conversations, fingerprint, resume_at
 
 
 def encode_conversations(tokenizer, conversations: list[list[Message]],
