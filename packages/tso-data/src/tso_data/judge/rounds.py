@@ -11,7 +11,8 @@ has used ``max_attempts`` attempts. A request the backend dropped is recorded as
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from tso_data.generate.backend import Backend, Request, Result
 from tso_data.generate.runner import run_requests
@@ -49,51 +50,47 @@ def ask_in_rounds(
     round_number = 0
     while pending:
         round_number += 1
+        this_round = _Round(pending, final, record, write, max_attempts)
+        requests = [request_of(item) for item in pending.values()]
         description = label + (f" (retry round {round_number - 1})" if round_number > 1 else "")
-        pending = _ask_once(backend, pending, final, request_of=request_of, record=record, write=write,
-                            max_attempts=max_attempts, description=description, progress=progress,
-                            flush_every=flush_every, flush_seconds=flush_seconds)
+        run_requests(backend, requests, on_flush=this_round.on_flush, flush_every=flush_every,
+                     flush_seconds=flush_seconds, progress=progress, description=description)
+        this_round.record_dropped()
+        pending = this_round.retry
     return final
 
 
-def _ask_once(
-    backend: Backend,
-    pending: dict[str, Item],
-    final: dict[str, str],
-    *,
-    request_of: Callable[[Item], Request],
-    record: Callable[[Item, Result | None], tuple[Row, str]],
-    write: Callable[[list[Row]], None],
-    max_attempts: int,
-    description: str,
-    progress: bool,
-    flush_every: int,
-    flush_seconds: float,
-) -> dict[str, Item]:
-    """One round: every pending item asked once, each status set in ``final``; returns the items
-    to ask again (not ``ok``, attempts left)."""
-    retry: dict[str, Item] = {}
-    answered: set[str] = set()
+@dataclass
+class _Round(Generic[Item]):
+    """One round's bookkeeping: every reply recorded (its status set in ``final``) and the items
+    to ask again (not ``ok``, attempts left) collected in ``retry``."""
 
-    def keep(key: str, item: Item, result: Result | None, rows: list[Row]) -> None:
-        row, final[key] = record(item, result)
+    pending: dict[str, Item]
+    final: dict[str, str]
+    record: Callable[[Item, Result | None], tuple[Row, str]]
+    write: Callable[[list[Row]], None]
+    max_attempts: int
+    retry: dict[str, Item] = field(default_factory=dict)
+    answered: set[str] = field(default_factory=set)
+
+    def keep(self, key: str, result: Result | None, rows: list[Row]) -> None:
+        item = self.pending[key]
+        row, self.final[key] = self.record(item, result)
         rows.append(row)
-        if final[key] != "ok" and item.attempts < max_attempts:
-            retry[key] = item
+        if self.final[key] != "ok" and item.attempts < self.max_attempts:
+            self.retry[key] = item
 
-    def on_flush(results: list[Result]) -> None:
+    def on_flush(self, results: list[Result]) -> None:
         rows: list[Row] = []
         for result in results:
-            answered.add(result.key)
-            keep(result.key, pending[result.key], result, rows)
+            self.answered.add(result.key)
+            self.keep(result.key, result, rows)
         if rows:
-            write(rows)
+            self.write(rows)
 
-    requests = [request_of(item) for item in pending.values()]
-    run_requests(backend, requests, on_flush=on_flush, flush_every=flush_every, flush_seconds=flush_seconds,
-                 progress=progress, description=description)
-    for key in set(pending) - answered:  # a backend that dropped a request: an error
-        rows: list[Row] = []
-        keep(key, pending[key], None, rows)
-        write(rows)
-    return retry
+    def record_dropped(self) -> None:
+        """A request the backend dropped (no result came back) is an error."""
+        for key in set(self.pending) - self.answered:
+            rows: list[Row] = []
+            self.keep(key, None, rows)
+            self.write(rows)
