@@ -148,7 +148,9 @@ class Catalog:
                 return open_()
             except duckdb.Error as exc:
                 if not isinstance(exc, duckdb.IOException) or "lock" not in str(exc).lower():
-                    raise TSODataError(f"{self.db_path}: cannot open the catalog database: {one_line(str(exc))}") from None
+                    raise TSODataError(
+                        f"{self.db_path}: cannot open the catalog database: {one_line(str(exc))}"
+                    ) from None
                 if time.monotonic() >= deadline:
                     raise CatalogLockedError(
                         f"{self.db_path}: catalog is locked by another process "
@@ -207,7 +209,8 @@ def check_tables(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
     --write "DROP TABLE ..."``) is named, with the way back, instead of failing later
     inside some query."""
     present = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' AND table_catalog = current_database()"
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = 'main' AND table_catalog = current_database()"
     ).fetchall()}
     missing = [t for t in TABLES if t not in present and t not in ON_DEMAND_TABLES]
     if missing:

@@ -50,10 +50,11 @@ def version_order(version: str) -> int:
     2
     >>> version_order("v1.3"), version_order("3.10"), version_order("2.5.1")
     (1003000, 3010000, 2005001)
-    >>> version_order("beta")
+    >>> version_order("beta")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    tso_data.errors.TSODataError: version 'beta': expected an integer (2, v2), a dotted version (3.1, v1.3) or a date (YYYY-MM-DD); for other names give --version-order
+    tso_data.errors.TSODataError: version 'beta': expected an integer (2, v2), a dotted version (3.1, v1.3)
+    or a date (YYYY-MM-DD); for other names give --version-order
     """
     text = version.strip()
     m = re.fullmatch(r"[vV]?(\d+)", text)
@@ -129,7 +130,8 @@ def model_info(
     if name == HUMAN_SOURCE:
         raise TSODataError("'human' is the built-in source of human answers; pick another name")
     if size_b is not None and (not math.isfinite(size_b) or size_b <= 0):
-        raise TSODataError(f"model {name!r}: --size-b must be a finite number > 0 (billions of parameters), got {size_b!r}")
+        raise TSODataError(f"model {name!r}: --size-b must be a finite number > 0 (billions of parameters), "
+                           f"got {size_b!r}")
     if order is None:
         try:
             order = version_order(str(version))

@@ -103,7 +103,8 @@ TABLES: dict[str, tuple[str, str]] = {
     "verdicts": (
         "verdict_id",
         """
-        verdict_id VARCHAR NOT NULL,    -- hash(target_1, target_2, judge, rubric, rubric_version, shown_first, sample_index)
+        verdict_id VARCHAR NOT NULL,    -- hash(target_1, target_2, judge, rubric, rubric_version, shown_first,
+                                        --      sample_index)
         prompt_id VARCHAR NOT NULL,
         source_1 VARCHAR NOT NULL,      -- answer 1's source: the baseline (AlpacaEval's generator_1)
         target_1 VARCHAR NOT NULL,      -- its responses.response_id or answers.answer_id

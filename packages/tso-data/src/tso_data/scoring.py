@@ -26,10 +26,11 @@ def select_judge(judgments: pl.DataFrame, judge: str | None) -> pl.DataFrame:
     >>> j = pl.DataFrame({"judge": ["a", "b"], "score": [1.0, 2.0]})
     >>> select_judge(j, "b")["score"].to_list()
     [2.0]
-    >>> select_judge(j, None)
+    >>> select_judge(j, None)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    tso_data.errors.TSODataError: judgments come from several judges (a, b): choose one with --judge (or `judge` in round.toml)
+    tso_data.errors.TSODataError: judgments come from several judges (a, b): choose one with --judge
+    (or `judge` in round.toml)
     >>> select_judge(j, "c")
     Traceback (most recent call last):
     ...

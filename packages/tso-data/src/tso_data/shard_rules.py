@@ -18,7 +18,8 @@ _HEX_ID = "^[0-9a-f]{16}$"
 
 
 def _id(col: str) -> tuple[str, str, str]:
-    return col, f"{col} IS NULL OR NOT regexp_full_match({col}, '{_HEX_ID}')", "expected a 16-hex-digit id, got {value!r}"
+    return (col, f"{col} IS NULL OR NOT regexp_full_match({col}, '{_HEX_ID}')",
+            "expected a 16-hex-digit id, got {value!r}")
 
 
 def _required(col: str) -> tuple[str, str, str]:
@@ -57,13 +58,15 @@ RULES: dict[str, list[tuple[str, str, str]]] = {
         ("sample_index", "sample_index IS NULL OR sample_index < 0", "expected an integer >= 0, got {value!r}"),
         ("status", "status IS NULL OR status NOT IN ('ok', 'unparsed', 'error')",
          "expected 'ok', 'unparsed' or 'error', got {value!r}"),
-        ("score", "(status = 'ok') <> (score IS NOT NULL)", "a score is stored exactly when status is 'ok' (got {value!r})"),
+        ("score", "(status = 'ok') <> (score IS NOT NULL)",
+         "a score is stored exactly when status is 'ok' (got {value!r})"),
         _finite_or_null("score"),
         _finite_or_null("scale_min"),
         _finite_or_null("scale_max"),
         ("scale_min", "status = 'ok' AND (scale_min IS NULL OR scale_max IS NULL OR scale_min >= scale_max)",
          "an ok judgment needs its scale: scale_min < scale_max"),
-        ("score", "status = 'ok' AND (score < scale_min OR score > scale_max)", "{value!r} is outside the judgment's scale"),
+        ("score", "status = 'ok' AND (score < scale_min OR score > scale_max)",
+         "{value!r} is outside the judgment's scale"),
         ("attempts", "attempts IS NULL OR attempts < 0", "expected an integer >= 0, got {value!r}"),
         _required("created_at"),
     ],

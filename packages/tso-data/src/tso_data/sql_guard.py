@@ -71,10 +71,11 @@ def check_filter(option: str, where: str) -> None:
     statements to the query it is placed in.
 
     >>> check_filter("--where", "category = 'math' AND n_turns = 1")
-    >>> check_filter("--where", "true); COPY (SELECT 1) TO 'x.csv'; SELECT (1")
+    >>> check_filter("--where", "true); COPY (SELECT 1) TO 'x.csv'; SELECT (1")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    tso_data.errors.TSODataError: --where "true); COPY (SELECT 1) TO 'x.csv'; SELECT (1": expected one SQL condition, not several statements
+    tso_data.errors.TSODataError: --where "true); COPY (SELECT 1) TO 'x.csv'; SELECT (1": expected one SQL
+    condition, not several statements
     """
     con = duckdb.connect()
     try:

@@ -67,7 +67,8 @@ def save_engine_state(engine, out_dir: Path, tag: str, client_state: dict) -> No
     engine.save_checkpoint(str(ckpt), tag=tag, client_state=client_state, save_latest=False)
     barrier()
     if rank() == 0:
-        files = {str(f.relative_to(ckpt / tag)): f.stat().st_size for f in sorted((ckpt / tag).rglob("*")) if f.is_file()}
+        files = {str(f.relative_to(ckpt / tag)): f.stat().st_size
+                 for f in sorted((ckpt / tag).rglob("*")) if f.is_file()}
         position = {k: client_state[k] for k in POSITION_KEYS if k in client_state}
         atomic_write_text(ckpt / tag / MANIFEST, json.dumps({"files": files, "position": position}, indent=1))
         atomic_write_text(ckpt / "latest", tag)
@@ -104,8 +105,8 @@ def verify_engine_state(out_dir: Path) -> SavedState:
         manifest = json.loads((where / MANIFEST).read_text())
         files, position = dict(manifest["files"]), dict(manifest["position"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise TSOTrainError(f"{where / MANIFEST}: missing or unreadable (an incomplete checkpoint, or one written by an "
-                            "older tso-train); cannot resume") from None
+        raise TSOTrainError(f"{where / MANIFEST}: missing or unreadable (an incomplete checkpoint, or one written "
+                            "by an older tso-train); cannot resume") from None
     for name, size in files.items():
         f = where / name
         actual = f.stat().st_size if f.is_file() else None

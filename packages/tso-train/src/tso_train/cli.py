@@ -25,7 +25,8 @@ class TrainGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
         except click.UsageError as exc:
-            command = f"tso-train {exc.ctx.info_name}" if exc.ctx is not None and exc.ctx.parent is not None else "tso-train"
+            in_subcommand = exc.ctx is not None and exc.ctx.parent is not None
+            command = f"tso-train {exc.ctx.info_name}" if in_subcommand else "tso-train"
             click.echo(f"error: {exc.format_message()} (see {command} --help)", err=True)
             sys.exit(2)
 
@@ -55,7 +56,8 @@ def cli() -> None:
 
 @cli.command("tiny-model")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--hidden-size", type=click.IntRange(min=8), default=64, show_default=True, help="A multiple of 8 (4 heads).")
+@click.option("--hidden-size", type=click.IntRange(min=8), default=64, show_default=True,
+              help="A multiple of 8 (4 heads).")
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0, show_default=True)
 def tiny_model_cmd(out_dir: str, hidden_size: int, layers: int, seed: int) -> None:
@@ -126,7 +128,8 @@ ENGINE_HELP = {
     "adam_eps": "AdamW's ε.",
     "warmup_ratio": "Warm-up share of each part's steps (paper: unstated).",
     "grad_clip": "Gradient-norm clip (0: none).",
-    "max_length": "Tokens per sequence (or 'none': no limit); longer ones keep the prompt's end and the answer's start.",
+    "max_length": "Tokens per sequence (or 'none': no limit); longer ones keep the prompt's end and the answer's "
+                  "start.",
     "zero": "DeepSpeed ZeRO stage.",
     "offload": "ZeRO CPU offload of the optimiser (and parameters at stage 3).",
     "bf16": "bfloat16 weights/activations (fp32 master weights in the optimiser).",

@@ -32,9 +32,11 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def fit_summary(summary: dict) -> str:
     """The last line of `tso-train fit`.
 
-    >>> fit_summary({"steps": 32, "n_pairs": 256, "n_truncated": 3, "n_dropped": 0, "seconds": 95.2, "out": "runs/r1",
+    >>> fit_summary({"steps": 32, "n_pairs": 256, "n_truncated": 3, "n_dropped": 0,  # doctest: +NORMALIZE_WHITESPACE
+    ...              "seconds": 95.2, "out": "runs/r1",
     ...              "last": {"rewards/accuracies": 0.625, "rewards/margins": 0.0113}})
-    'done: 32 steps on 256 pairs (3 truncated, 0 dropped) in 95 s; last step: reward accuracy 0.62, margin +0.011; policy in runs/r1/final'
+    'done: 32 steps on 256 pairs (3 truncated, 0 dropped) in 95 s; last step: reward accuracy 0.62, margin +0.011;
+    policy in runs/r1/final'
     """
     last = summary.get("last") or {}
     tail = ""

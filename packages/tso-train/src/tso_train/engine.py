@@ -142,9 +142,12 @@ def load_causal_lm(path: str, *, bf16: bool = False, gradient_checkpointing: boo
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise TSOTrainError(f"--model {path}: not a transformers model directory or id ({str(exc).splitlines()[0]})") from None
+        raise TSOTrainError(
+            f"--model {path}: not a transformers model directory or id ({str(exc).splitlines()[0]})"
+        ) from None
     architectures = getattr(config, "architectures", None) or []
-    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in architectures):
+    causal_lm = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+    if architectures and not any(a.endswith(causal_lm) for a in architectures):
         raise TSOTrainError(f"--model {path}: not a causal language model (architectures: {', '.join(architectures)})")
     try:
         model = AutoModelForCausalLM.from_pretrained(

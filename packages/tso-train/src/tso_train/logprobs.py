@@ -127,9 +127,10 @@ def sequence_logps(
     (``attention_mask``) or one packed row (``position_ids`` and segment boundaries
     ``cu_seqlens``, from :func:`tso_train.packing.pack_sequences`, on a model switched to packed
     attention, run with ``attention_kernel``, see tso_train.attention; keep ``cu_seqlens`` on the
-    host, where the row's layout is read once) — the results are one per sequence either way. ``fused_head`` computes the LM head
-    chunk by chunk with recomputation in backward (no logits kept); never use it under ZeRO-3,
-    whose partitioned head weight is only whole inside the head module's own call.
+    host, where the row's layout is read once) — the results are one per sequence either way.
+    ``fused_head`` computes the LM head chunk by chunk with recomputation in backward (no logits
+    kept); never use it under ZeRO-3, whose partitioned head weight is only whole inside the head
+    module's own call.
     """
     targets = label_mask[:, 1:]
     labels = input_ids[:, 1:][targets]

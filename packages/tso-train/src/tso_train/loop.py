@@ -76,7 +76,8 @@ def fit(cfg: FitConfig, progress=None) -> dict:
         train_seconds += time.perf_counter() - t_part
         save_part(trainer, lm, tokenizer, part)
     progress.stop()
-    return {"out": str(trainer.out), "steps": trainer.position.global_step, "last": trainer.last_row, "n_pairs": len(pairs),
+    return {"out": str(trainer.out), "steps": trainer.position.global_step, "last": trainer.last_row,
+            "n_pairs": len(pairs),
             "train_seconds": train_seconds, "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped,
             "seconds": time.perf_counter() - t_start}
 

@@ -61,7 +61,8 @@ def packed_attention_forward(module: nn.Module, query, key, value, attention_mas
 
     row = kwargs.pop(ROW_KWARG, None)
     if row is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
     for name in ("softcap", "s_aux"):
         if kwargs.get(name) is not None:
             raise NotImplementedError(f"packed attention does not support {name}")

@@ -29,7 +29,8 @@ def part_boundaries(rows: list[dict]) -> list[int]:
 def segments(rows: list[dict], key: str) -> list[tuple[list[int], list[float]]]:
     """(steps, values) of ``key`` for each part, in order.
 
-    >>> segments([{"step": 1, "part": 1, "x": 0.5}, {"step": 2, "part": 1, "x": 0.4}, {"step": 3, "part": 2, "x": 0.5}], "x")
+    >>> segments([{"step": 1, "part": 1, "x": 0.5}, {"step": 2, "part": 1, "x": 0.4},
+    ...           {"step": 3, "part": 2, "x": 0.5}], "x")
     [([1, 2], [0.5, 0.4]), ([3], [0.5])]
     """
     out: list[tuple[list[int], list[float]]] = []
@@ -145,7 +146,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
         raise TSOTrainError(f"--out {out_dir}: exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, make in (("rewards.png", rewards_figure), ("grad_weight.png", grad_weight_figure), ("loss.png", loss_figure)):
+    for name, make in (("rewards.png", rewards_figure), ("grad_weight.png", grad_weight_figure),
+                       ("loss.png", loss_figure)):
         fig = make(rows)
         written.append(out_dir / name)
         tmp = out_dir / f".{name}.tmp.png"

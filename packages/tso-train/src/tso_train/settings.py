@@ -186,7 +186,8 @@ def check_engine_settings(cfg: EngineSettings) -> None:
     _check(cfg, ENGINE_RULES)
     betas = cfg.adam_betas
     if len(betas) != 2 or not all(_finite(b) and 0 <= b < 1 for b in betas):
-        raise TSOTrainError(f"--adam-betas {','.join(str(b) for b in betas)}: must be two numbers in [0, 1), like 0.9,0.95")
+        raise TSOTrainError(f"--adam-betas {','.join(str(b) for b in betas)}: "
+                            "must be two numbers in [0, 1), like 0.9,0.95")
     if cfg.max_length is not None and not _positive_int(cfg.max_length):
         raise TSOTrainError(f"--max-length {cfg.max_length}: must be a whole number ≥ 1, or 'none' for no limit")
     if cfg.offload and cfg.zero == 0:

@@ -169,12 +169,14 @@ def _read_pairs(path: Path, data: dict[str, list], is_tso: bool) -> list[Prefere
             _check_conversation(path, row, c, messages)
             conv[c] = messages
         if conv["chosen"] == conv["rejected"]:
-            raise TSOTrainError(f"{path}: row {row}: field 'rejected': equals 'chosen' (a pair must differ; drop the row)")
+            raise TSOTrainError(f"{path}: row {row}: field 'rejected': equals 'chosen' "
+                                "(a pair must differ; drop the row)")
         pair_id = data["pair_id"][index] if is_tso else str(row)
         if pair_id is None:
             raise TSOTrainError(f"{path}: row {row}: field 'pair_id': null")
         if str(pair_id) in first_row_of:
-            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': {pair_id!r} repeats row {first_row_of[str(pair_id)]}")
+            raise TSOTrainError(f"{path}: row {row}: field 'pair_id': {pair_id!r} "
+                                f"repeats row {first_row_of[str(pair_id)]}")
         first_row_of[str(pair_id)] = row
         pairs.append(PreferencePair(pair_id=str(pair_id), **conv))
     return pairs

@@ -27,6 +27,8 @@ from tso_data.pairs.run import (
     write_round,
 )
 
+SOURCE_KEYS = ("kind", "chosen_source", "rejected_source")  # the pairs counted per (kind, chosen, rejected)
+
 
 def _weights(values: tuple[str, ...], flag: str) -> dict[str, float]:
     out: dict[str, float] = {}
@@ -152,7 +154,7 @@ def _report(build: RoundBuild, dry_run: bool) -> dict[str, Any]:
     r = build.result
     pairs = r.pairs
     sources = (
-        pairs.group_by("kind", "chosen_source", "rejected_source").len().sort("kind", "chosen_source", "rejected_source").to_dicts()
+        pairs.group_by(*SOURCE_KEYS).len().sort(*SOURCE_KEYS).to_dicts()
         if pairs.height else []
     )
     return {
@@ -200,7 +202,8 @@ def _print_report(console: Console, build: RoundBuild, rep: dict[str, Any], dry_
                       _fmt(row["mean_score"]), _fmt(row["distance_from_base"], "+.3f"))
     console.print(pools)
     tau = rep["tau"]
-    console.print(f"τ ({rep['tau_mode']}): {_fmt(tau) if tau is not None else 'per prompt' if build.config.mix_base > 0 else 'not needed'}")
+    tau_text = _fmt(tau) if tau is not None else "per prompt" if build.config.mix_base > 0 else "not needed"
+    console.print(f"τ ({rep['tau_mode']}): {tau_text}")
     kinds = Table(title="pairs per kind")
     for col in ("kind", "asked", "possible", "built" if not dry_run else "would build"):
         kinds.add_column(col, justify="right" if col != "kind" else "left")
@@ -224,14 +227,17 @@ def _print_report(console: Console, build: RoundBuild, rep: dict[str, Any], dry_
             sk.add_row(reason, str(n))
         console.print(sk)
     if rep["lengths"]:
-        console.print(f"mean length: chosen {rep['lengths']['chosen_chars']:.0f} chars, rejected {rep['lengths']['rejected_chars']:.0f} chars")
+        lengths = rep["lengths"]
+        console.print(f"mean length: chosen {lengths['chosen_chars']:.0f} chars, "
+                      f"rejected {lengths['rejected_chars']:.0f} chars")
     for w in rep["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")
     if not dry_run:
         if rep["created"]:
             console.print(f"[green]snapshot {rep['snapshot_id']}[/] → {rep['path']}")
         else:
-            console.print(f"snapshot {rep['snapshot_id']} already exists (same inputs, config and seed) → {rep['path']}")
+            console.print(f"snapshot {rep['snapshot_id']} already exists (same inputs, config and seed) "
+                          f"→ {rep['path']}")
 
 
 # -- snapshots -------------------------------------------------------------------------
@@ -276,14 +282,15 @@ def snapshots_show(snapshot_id: str, catalog_path: str, as_json: bool) -> None:
     catalog = Catalog.open(catalog_path)
     row = get_snapshot(catalog, snapshot_id)
     pairs = snapshot_sources(catalog, row)
-    by = pairs.group_by("kind", "chosen_source", "rejected_source").len().sort("kind", "chosen_source", "rejected_source")
+    by = pairs.group_by(*SOURCE_KEYS).len().sort(*SOURCE_KEYS)
     if as_json:
         row["pairs_by_source"] = by.to_dicts()
         click.echo(json.dumps(row, indent=2, default=str))
         return
     console = Console()
     console.print(f"[bold]snapshot {row['snapshot_id']}[/] round {row['round']} → {catalog.root / row['path']}")
-    console.print(f"pairs {row['n_pairs']} (matrix {row['n_matrix']}, base {row['n_base']}); τ {_fmt(row['tau'])}; seed {row['seed']}")
+    console.print(f"pairs {row['n_pairs']} (matrix {row['n_matrix']}, base {row['n_base']}); "
+                  f"τ {_fmt(row['tau'])}; seed {row['seed']}")
     console.print_json(json.dumps(row["config"]))
     t = Table(title="chosen vs rejected sources")
     for col in ("kind", "chosen", "rejected", "pairs"):
@@ -308,7 +315,8 @@ def snapshots_diff(a: str, b: str, catalog_path: str, as_json: bool) -> None:
         "a": ra["snapshot_id"], "b": rb["snapshot_id"],
         "counts": {k: [ra[k], rb[k]] for k in ("round", "n_pairs", "n_matrix", "n_base", "tau")},
         "config": [{"key": k, "a": va, "b": vb} for k, va, vb in config_diff(ra["config"], rb["config"])],
-        "inputs": [{"key": k, "a": va, "b": vb} for k, va, vb in config_diff(ra["inputs"]["fingerprints"], rb["inputs"]["fingerprints"])],
+        "inputs": [{"key": k, "a": va, "b": vb} for k, va, vb in config_diff(ra["inputs"]["fingerprints"],
+                                                                             rb["inputs"]["fingerprints"])],
         "overlap": {"shared": len(ids_a & ids_b), "only_a": len(ids_a - ids_b), "only_b": len(ids_b - ids_a)},
     }
     if as_json:

@@ -18,7 +18,8 @@ from tso_data.judge.rubrics import available_rubrics, rubric_dirs
 
 @click.command("judge-agreement")
 @catalog_option
-@click.option("--judge", "judges", multiple=True, required=True, help="Judge to evaluate (repeat to compare, e.g. before/after correction).")
+@click.option("--judge", "judges", multiple=True, required=True,
+              help="Judge to evaluate (repeat to compare, e.g. before/after correction).")
 @click.option("--against", type=click.Choice(["feedback"]), default="feedback", show_default=True)
 @click.option("--split", default="heldout", show_default=True, help="Feedback split to compare against.")
 @rubric_option
@@ -43,7 +44,8 @@ def agreement_cmd(catalog_path: str, judges: tuple[str, ...], against: str, spli
     for col in ("judge", "n", "missing", "pearson", "spearman", "MAE", "pairwise acc", "pairs"):
         table.add_column(col, justify="left" if col == "judge" else "right")
     for r in results:
-        table.add_row(r.judge, str(r.n), str(r.n_missing), fmt_value(r.pearson), fmt_value(r.spearman), fmt_value(r.mae),
+        table.add_row(r.judge, str(r.n), str(r.n_missing), fmt_value(r.pearson), fmt_value(r.spearman),
+                      fmt_value(r.mae),
                       fmt_value(r.pairwise_accuracy), str(r.n_pairs))
     Console().print(table)
 
@@ -53,7 +55,8 @@ def agreement_cmd(catalog_path: str, judges: tuple[str, ...], against: str, spli
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file (written atomically).")
 @rubric_option
 @rubrics_dir_option
-@click.option("--reference", "reference_source", default=None, metavar="SOURCE", help="Include SOURCE's answer as reference, as `judge --reference` does.")
+@click.option("--reference", "reference_source", default=None, metavar="SOURCE",
+              help="Include SOURCE's answer as reference, as `judge --reference` does.")
 def export_judge_sft_cmd(catalog_path: str, out: str, rubric_names: tuple[str, ...], rubrics_dirs: tuple[str, ...],
                          reference_source: str | None) -> None:
     """Export train-split feedback as judge-SFT conversations.

@@ -181,7 +181,8 @@ def category_table(board) -> Table:
     for col in ["model", "category", "n", "score", "Δ vs baseline"] + (["win rate"] if has_pairs else []):
         table.add_column(col, justify="left" if col in ("model", "category") else "right")
     for r in finite_rows(board.categories):
-        cells = [str(r["model"]), str(r["category"] or "-"), str(r.get("n") or 0), _pm(r.get("score"), r.get("score_se")),
+        cells = [str(r["model"]), str(r["category"] or "-"), str(r.get("n") or 0),
+                 _pm(r.get("score"), r.get("score_se")),
                  _pm(r.get("delta_mean"), r.get("delta_se"))]
         if has_pairs:
             cells.append(_pm(r.get("win_rate"), r.get("standard_error"), 1))

@@ -77,10 +77,10 @@ skipped, failed requests are retried, and every prompt ends with exactly --n res
 @click.option("--dry-run", is_flag=True, help="Show what would be generated; load no model.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
-def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None, where: str | None, split: str,
-                 n: int, temperature: float, top_p: float, max_tokens: int, seed: int | None, shard_text: str,
-                 concurrency: int, client_processes: int | None, batch_size: int | None, flush_every: int, flush_seconds: float, device: str,
-                 dtype: str, tensor_parallel_size: int, served_model: str | None, api_key_env: str | None,
+def generate_cmd(catalog_path: str, model_name: str | None, backend: str | None, where: str | None, split: str, n: int,
+                 temperature: float, top_p: float, max_tokens: int, seed: int | None, shard_text: str, concurrency: int,
+                 client_processes: int | None, batch_size: int | None, flush_every: int, flush_seconds: float,
+                 device: str, dtype: str, tensor_parallel_size: int, served_model: str | None, api_key_env: str | None,
                  no_api_key: bool, request_timeout_s: float, max_attempts: int, retry_delay: float, rpm: float | None,
                  tpm: float | None, merge: bool, merge_only: bool, dry_run: bool, no_progress: bool,
                  as_json: bool) -> None:
@@ -236,7 +236,8 @@ def _report(result: GenerateResult, backend_name: str, as_json: bool, console: C
         ("requests (turns)", f"{run.requests}  ({run.retries} retries)"),
         ("tokens in / out", f"{run.prompt_tokens} / {run.completion_tokens}"),
         ("wall time", f"{run.wall_s:.1f} s  ({run.requests_per_s:.1f} req/s, {run.completion_tokens_per_s:.0f} tok/s)"),
-        ("catalog writes", f"{run.flush_s + result.merge_s:.2f} s ({run.flushes} shards, merge {result.merge_s:.2f} s)"),
+        ("catalog writes",
+         f"{run.flush_s + result.merge_s:.2f} s ({run.flushes} shards, merge {result.merge_s:.2f} s)"),
     ]
     for name, value in rows:
         table.add_row(name, value)

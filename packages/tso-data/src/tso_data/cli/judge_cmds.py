@@ -64,8 +64,10 @@ def _model_backend(catalog: Catalog, judge: str, options: BackendOptions):
 @click.option("--temperature", default=0.7, show_default=True, type=float)
 @click.option("--top-p", default=0.9, show_default=True, type=float)
 @click.option("--max-tokens", default=1024, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int, help="Base seed; each judgment and attempt gets its own.")
-@click.option("--backend", "backend_name", default=None, help="Override the judge model's backend (transformers, openai, vllm).")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Base seed; each judgment and attempt gets its own.")
+@click.option("--backend", "backend_name", default=None,
+              help="Override the judge model's backend (transformers, openai, vllm).")
 @click.option("--concurrency", default=64, show_default=True, help="openai judge: requests in flight.")
 @click.option("--client-processes", type=int, default=None,
               help="openai judge: client processes sharing --concurrency [one per 32 in flight, at most one per core].")
@@ -192,7 +194,8 @@ def _run_model_judge(catalog: Catalog, items: list[Item], judge: str, options: B
     # a model judge's requests failing is an error; a function judge's errors are its verdicts on the answers
     failed_run = all_failed(summary.calls, summary.calls - sum(summary.errors.values()), summary.errors)
     if failed_run:
-        raise TSODataError(f"judge {judge}: {failed_run}; the failed judgments are stored as 'error' and retried next run")
+        raise TSODataError(f"judge {judge}: {failed_run}; "
+                           "the failed judgments are stored as 'error' and retried next run")
 
 
 def _print_summary(console: Console, summary: JudgeSummary, max_attempts: int) -> None:
@@ -228,8 +231,10 @@ def _print_summary(console: Console, summary: JudgeSummary, max_attempts: int) -
 @click.option("--tau-mode", type=click.Choice(["global-mean", "prompt-mean", "fixed"]), default=None,
               help="τ: mean of all base scores (default), per-prompt mean, or --tau-value.")
 @click.option("--tau-value", type=float, default=None, help="τ for --tau-mode fixed.")
-@click.option("--split", default=None, help="Only prompts of this split (default: the round's split; all prompts without --round).")
-@click.option("--min-samples", default=3, show_default=True, help="Scored base answers a prompt needs for skewness/kurtosis.")
+@click.option("--split", default=None,
+              help="Only prompts of this split (default: the round's split; all prompts without --round).")
+@click.option("--min-samples", default=3, show_default=True,
+              help="Scored base answers a prompt needs for skewness/kurtosis.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG: mean score per source with τ; per-prompt skewness vs kurtosis.")
 @json_option

@@ -28,7 +28,8 @@ def models_group() -> None:
 @catalog_option
 @click.option("--family", required=True, help="Model family, e.g. acme.")
 @click.option("--version", required=True,
-              help="An integer (2, v2), a dotted version (3.1, v1.3; ordered numerically) or a release date (2024-06-01).")
+              help="An integer (2, v2), a dotted version (3.1, v1.3; ordered numerically) "
+                   "or a release date (2024-06-01).")
 @click.option("--version-order", type=int, help="Explicit order key for versions like 'chat' or 'beta'.")
 @click.option("--size-b", type=float, help="Parameters in billions; leave out when unknown (API models).")
 @click.option("--path", help="Local weights directory (transformers / vllm backends).")
@@ -64,10 +65,12 @@ def add_cmd(
 @click.argument("file", type=click.Path())
 @catalog_option
 @click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN", help="Take FIELD from COLUMN.")
-@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="Same value for every row (e.g. family=acme).")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE",
+              help="Same value for every row (e.g. family=acme).")
 @click.option("--replace", is_flag=True, help="Update models that exist with different fields.")
 @json_option
-def import_cmd(file: str, catalog_path: str, maps: tuple[str, ...], sets: tuple[str, ...], replace: bool, as_json: bool) -> None:
+def import_cmd(file: str, catalog_path: str, maps: tuple[str, ...], sets: tuple[str, ...], replace: bool,
+               as_json: bool) -> None:
     """Register every model of FILE (JSONL/CSV/Parquet) in one transaction.
 
     Columns: name (or model, model_id), family, version (or model_version), version_order,
@@ -76,7 +79,8 @@ def import_cmd(file: str, catalog_path: str, maps: tuple[str, ...], sets: tuple[
     no size_b = off the size axis.
     """
     catalog = open_catalog(catalog_path)
-    result = import_models(catalog, file, mapping=parse_pairs(maps, "--map"), constants=parse_pairs(sets, "--set"), replace=replace)
+    result = import_models(catalog, file, mapping=parse_pairs(maps, "--map"), constants=parse_pairs(sets, "--set"),
+                           replace=replace)
     if as_json:
         click.echo(json.dumps(result.__dict__, indent=2))
         return
@@ -85,7 +89,8 @@ def import_cmd(file: str, catalog_path: str, maps: tuple[str, ...], sets: tuple[
         f"{file}: {len(result.added)} added, {len(result.replaced)} replaced, {len(result.unchanged)} unchanged"
     )
     if result.unordered:
-        console.print(f"  [dim]off the version axis (version not an integer, dotted version or date):[/] {', '.join(result.unordered)}")
+        console.print("  [dim]off the version axis (version not an integer, dotted version or date):[/] "
+                      + ", ".join(result.unordered))
     if result.unsized:
         console.print(f"  [dim]off the size axis (no size_b):[/] {', '.join(result.unsized)}")
 
@@ -138,10 +143,10 @@ def render_matrix(rows: list[dict[str, object]], console: Console) -> None:
             label = f"{version}" + ("" if order is not None else " [dim](unordered)[/]")
             cells = []
             for s in sizes:
-                here = [r for r in members if r["size_b"] == s and r["version"] == version and r["version_order"] == order]
-                cells.append(
-                    "\n".join(f"{r['name']}\n[cyan]{r['responses']:,}[/] responses" for r in here) if here else "[dim]·[/]"
-                )
+                here = [r for r in members
+                        if r["size_b"] == s and r["version"] == version and r["version_order"] == order]
+                cells.append("\n".join(f"{r['name']}\n[cyan]{r['responses']:,}[/] responses" for r in here)
+                             if here else "[dim]·[/]")
             table.add_row(label, *cells)
         console.print(table)
     humans = [r for r in rows if r["kind"] == "human"]

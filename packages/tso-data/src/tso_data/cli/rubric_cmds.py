@@ -44,7 +44,8 @@ def rubrics_check(files: tuple[str, ...]) -> None:
     for f in files:
         rubric = load_rubric(Path(f))
         messages = rubric.render("<question>", "<answer>", "<reference>")
-        Console().print(f"[green]ok[/] {f}: {rubric.name} v{rubric.version}, scale {rubric.scale_min:g}-{rubric.scale_max:g}")
+        Console().print(f"[green]ok[/] {f}: {rubric.name} v{rubric.version}, "
+                        f"scale {rubric.scale_min:g}-{rubric.scale_max:g}")
         for m in messages:
             click.echo(f"--- {m['role']}\n{m['content']}")
 

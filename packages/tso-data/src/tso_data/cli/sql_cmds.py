@@ -57,7 +57,8 @@ def sql_cmd(query: str, catalog_path: str, as_json: bool, as_csv: bool, write: b
             message += f" (a query without --write reads only files inside the catalog {catalog.root})"
         raise TSODataError(f"sql: {message}") from None
     if as_json:
-        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], default=_json_default, ensure_ascii=False, indent=1))
+        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], default=_json_default, ensure_ascii=False,
+                              indent=1))
     elif as_csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
@@ -79,7 +80,12 @@ def sql_cmd(query: str, catalog_path: str, as_json: bool, as_csv: bool, write: b
 def _cell(value: object) -> str:
     if value is None:
         return "[dim]NULL[/]"
-    text = value if isinstance(value, str) else json.dumps(value, default=_json_default, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (list, dict)):
+        text = json.dumps(value, default=_json_default, ensure_ascii=False)
+    else:
+        text = str(value)
     text = text.replace("[", "\\[")
     return text if len(text) <= 200 else text[:197] + "..."
 

@@ -80,7 +80,8 @@ def round_missing(catalog: Catalog, round_: int, base: str | None) -> dict[str, 
         ).fetchone()[0]
         unjudged = con.execute(
             "SELECT count(*) FROM responses r JOIN prompts p USING (prompt_id) WHERE r.model = ? AND p.split = ? "
-            f"AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.target_id = r.response_id AND j.status = 'ok' {judge_filter})",
+            "AND NOT EXISTS (SELECT 1 FROM judgments j "
+            f"WHERE j.target_id = r.response_id AND j.status = 'ok' {judge_filter})",
             params + ([judge] if judge else []),
         ).fetchone()[0]
         pool_prompts = {}
@@ -135,7 +136,8 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         todo = [
             (r["prompts_without_base_response"], "prompts without a base-model response", "tso-data generate"),
             (r["base_responses_without_ok_judgment"], "base responses without an ok judgment", "tso-data judge"),
-            (len(r["empty_pools"]), "pool sources with no answers" + (": " + ", ".join(r["empty_pools"]) if r["empty_pools"] else ""), ""),
+            (len(r["empty_pools"]),
+             "pool sources with no answers" + (": " + ", ".join(r["empty_pools"]) if r["empty_pools"] else ""), ""),
         ]
         for n, what, how in todo:
             mark = "[green]✓[/]" if n == 0 else "[yellow]![/]"
@@ -143,7 +145,8 @@ def render_status(status: dict[str, Any], console: Console) -> None:
         if r.get("pool_error"):
             console.print(f"  [yellow]![/] pools cannot be resolved: {r['pool_error']}")
         else:
-            console.print(f"  positives: {', '.join(r['positive_sources'])}; negatives: {', '.join(r['negative_sources']) or 'none'}")
+            console.print(f"  positives: {', '.join(r['positive_sources'])}; "
+                          f"negatives: {', '.join(r['negative_sources']) or 'none'}")
 
 
 @click.command("status")

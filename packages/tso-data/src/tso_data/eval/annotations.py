@@ -151,7 +151,8 @@ def _text(path: Path, record_no: int, record: dict[str, Any], field: str, hint: 
           allow_empty: bool = False) -> str:
     value = record.get(field)
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
-        what = "missing" if value is None else f"expected a{'' if allow_empty else ' non-empty'} string, got {value!r:.40}"
+        kind = "string" if allow_empty else "non-empty string"
+        what = "missing" if value is None else f"expected a {kind}, got {value!r:.40}"
         raise located(path, record_no, field, what + (f"; {hint}" if hint else ""))
     return value
 

@@ -82,7 +82,8 @@ def _add_pairwise(table: pl.DataFrame, categories: pl.DataFrame, preferences: pl
     h2h = head_to_head(preferences).rename({"n": "n_pairwise"})
     lengths = preferences.group_by("model").agg(pl.col("len_model").mean().alias("avg_length"))
     lc, source = _length_controlled(preferences, difficulty)
-    table = table.join(h2h, on="model", how="left").join(lengths, on="model", how="left").join(lc, on="model", how="left")
+    table = (table.join(h2h, on="model", how="left").join(lengths, on="model", how="left")
+             .join(lc, on="model", how="left"))
     per_category = head_to_head(preferences, ("model", "category")).select(
         "model", "category", pl.col("n").alias("n_pairwise"), "win_rate", "standard_error")
     categories = categories.join(per_category, on=["model", "category"], how="full", coalesce=True, nulls_equal=True)
@@ -124,7 +125,8 @@ def _estimated_difficulty(preferences: pl.DataFrame) -> tuple[pl.DataFrame, str]
                                                group.get_column("len_baseline").to_numpy())
         length[group.get_column("row").to_numpy()] = np.tanh(delta)
     gamma = estimate_difficulty(codes.get_column("m").to_numpy(), codes.get_column("p").to_numpy(),
-                                codes.get_column("preference").to_numpy() - 1.0, length, int(prompts.get_column("p").max()) + 1)
+                                codes.get_column("preference").to_numpy() - 1.0, length,
+                                int(prompts.get_column("p").max()) + 1)
     frame = prompts.with_columns(pl.Series("difficulty", gamma[prompts.get_column("p").to_numpy()]))
     n_models = preferences.get_column("model").n_unique()
     return frame.select("prompt_id", "difficulty"), f"estimated from {n_models} model{'s' * (n_models != 1)}"

@@ -116,7 +116,8 @@ class EvalData:
 def judged_sources(con: duckdb.DuckDBPyConnection, judge: str) -> list[str]:
     """Every source with an ok judgment or verdict of ``judge`` (the default model list)."""
     if not has_table(con, VERDICTS):
-        rows = con.execute("SELECT DISTINCT source FROM judgments WHERE judge = ? AND status = 'ok'", [judge]).fetchall()
+        rows = con.execute("SELECT DISTINCT source FROM judgments WHERE judge = ? AND status = 'ok'",
+                           [judge]).fetchall()
     else:
         rows = con.execute(JUDGED_SOURCES_SQL, {"judge": judge}).fetchall()
     return sorted(r[0] for r in rows)

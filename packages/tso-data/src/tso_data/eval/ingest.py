@@ -75,7 +75,8 @@ def ingest_verdict_files(catalog: Catalog, files: list[str], constants: dict[str
     return reports
 
 
-def _answers(con: duckdb.DuckDBPyConnection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[str, list[str]]]]:
+def _answers(con: duckdb.DuckDBPyConnection,
+             pairs: set[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[str, list[str]]]]:
     """Stored answers per (prompt_id, model): [(response_id, turns)] by sample index."""
     if not pairs:
         return {}
@@ -97,7 +98,8 @@ def _resolve_alpaca_eval(con: duckdb.DuckDBPyConnection, path: Path, annotations
     models = {name: kind for name, kind in con.execute("SELECT name, kind FROM models").fetchall()}
     pids = {a.record: make_prompt_id([{"role": "user", "content": a.instruction or ""}]) for a in annotations}
     existing = {pid: n for pid, n in con.execute(
-        "SELECT prompt_id, n_turns FROM prompts WHERE list_contains(?, prompt_id)", [list(set(pids.values()))]).fetchall()}
+        "SELECT prompt_id, n_turns FROM prompts WHERE list_contains(?, prompt_id)",
+        [list(set(pids.values()))]).fetchall()}
     stored = _answers(con, {(pids[a.record], s) for a in annotations for s in (a.source_1, a.source_2)})
     split = overrides.get("split", "heldout")
     for a in annotations:
@@ -155,7 +157,8 @@ def _resolve_fastchat(con: duckdb.DuckDBPyConnection, path: Path, annotations: l
     for a in annotations:
         matches = by_external.get(a.question_id or "", [])
         if len(matches) != 1:
-            problem = "no prompt has this external id" if not matches else "several prompts have this id; pass --prompt-source"
+            problem = ("no prompt has this external id" if not matches
+                       else "several prompts have this id; pass --prompt-source")
             raise located(path, a.record, "question_id", f"{a.question_id!r}: {problem}")
         pids[a.record] = matches[0]
     stored = _answers(con, {(pids[a.record], s) for a in annotations for s in (a.source_1, a.source_2)})

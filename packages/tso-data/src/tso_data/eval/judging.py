@@ -172,7 +172,8 @@ def run_pairwise(catalog: Catalog, items: list[PairItem], backend: Backend, *, j
 
     def request_of(item: PairItem) -> Request:
         return Request(key=item.verdict_id, messages=pair_messages(item, prompt),
-                       params=SamplingParams(params.temperature, params.top_p, params.max_tokens, _seed(item, params.seed)))
+                       params=SamplingParams(params.temperature, params.top_p, params.max_tokens,
+                                             _seed(item, params.seed)))
 
     try:
         final = ask_in_rounds(
@@ -212,13 +213,15 @@ def reparse(catalog: Catalog, judge: str, rubric: str = "pairwise") -> Counter[s
     transitions: Counter[str] = Counter()
     with catalog.connect(read_only=False) as con:
         rows = con.execute(
-            "SELECT verdict_id, shown_first, raw_text, status, preference FROM verdicts WHERE judge = ? AND rubric = ? AND shown_first IS NOT NULL "
+            "SELECT verdict_id, shown_first, raw_text, status, preference FROM verdicts "
+            "WHERE judge = ? AND rubric = ? AND shown_first IS NOT NULL "
             "AND rubric_version <> 'ingested' AND status IN ('ok', 'unparsed')", [judge, rubric]).fetchall()
         for verdict, shown_first, raw, before, old in rows:
             parsed = parse_verdict(raw)
             preference = preference_of(parsed.winner, shown_first) if parsed.winner is not None else None
             after = "ok" if preference is not None else "unparsed"
-            transitions[f"{before}->{after}" + (" (changed)" if after == before == "ok" and old != preference else "")] += 1
+            changed = after == before == "ok" and old != preference
+            transitions[f"{before}->{after}" + (" (changed)" if changed else "")] += 1
             if after != before or preference != old:
                 con.execute("UPDATE verdicts SET status = ?, preference = ? WHERE verdict_id = ?",
                             [after, preference, verdict])

@@ -32,7 +32,8 @@ def resolve_models(con: duckdb.DuckDBPyConnection, judge: str, models: Sequence[
         cells = [row for row in known.values() if row[1] == family]
         if not cells:
             families = sorted({row[1] for row in known.values() if row[1]})
-            raise TSODataError(f"--family {family!r}: no models of that family (families: {', '.join(families) or 'none'})")
+            raise TSODataError(f"--family {family!r}: no models of that family "
+                               f"(families: {', '.join(families) or 'none'})")
         cells.sort(key=lambda row: (row[2] is None, row[2] or 0, row[3] or 0.0, row[0]))
         names = [row[0] for row in cells]
     else:
@@ -64,7 +65,8 @@ def answers_on_split(con: duckdb.DuckDBPyConnection, models: Sequence[str], spli
 def has_answers(con: duckdb.DuckDBPyConnection, model: str, split: str) -> bool:
     """Whether ``model`` answered any prompt of ``split`` (a cheap check for the baseline)."""
     return bool(con.execute(
-        "SELECT EXISTS (SELECT 1 FROM responses r JOIN prompts p USING (prompt_id) WHERE r.model = $m AND p.split = $s) "
+        "SELECT EXISTS (SELECT 1 FROM responses r JOIN prompts p USING (prompt_id) "
+        "               WHERE r.model = $m AND p.split = $s) "
         "OR EXISTS (SELECT 1 FROM answers a JOIN prompts p USING (prompt_id) WHERE a.source = $m AND p.split = $s)",
         {"m": model, "s": split}).fetchall()[0][0])
 
@@ -74,7 +76,8 @@ def check_split(con: duckdb.DuckDBPyConnection, split: str) -> int:
     n = int(con.execute("SELECT count(*) FROM prompts WHERE split = ?", [split]).fetchall()[0][0])
     if n == 0:
         splits = [r[0] for r in con.execute("SELECT DISTINCT split FROM prompts ORDER BY 1").fetchall()]
-        raise TSODataError(f"--split {split!r}: no prompts in that split (splits here: {', '.join(map(str, splits)) or 'none'})")
+        raise TSODataError(f"--split {split!r}: no prompts in that split "
+                           f"(splits here: {', '.join(map(str, splits)) or 'none'})")
     return n
 
 

@@ -19,8 +19,9 @@ def all_failed(requests: int, ok: int, errors: Mapping[str, int]) -> str | None:
 
     >>> all_failed(3, 0, {"HTTP 500": 3})
     'every request failed (3 of 3; e.g. HTTP 500)'
-    >>> all_failed(4, 0, {"HTTP 401: Incorrect API key provided: [REDACTED]": 4})
-    'authentication failed for 4 of 4 requests (HTTP 401: Incorrect API key provided: [REDACTED]): check the API key (--api-key-env)'
+    >>> all_failed(4, 0, {"HTTP 401: Incorrect API key provided: [REDACTED]": 4})  # doctest: +NORMALIZE_WHITESPACE
+    'authentication failed for 4 of 4 requests (HTTP 401: Incorrect API key provided: [REDACTED]): check
+    the API key (--api-key-env)'
     >>> all_failed(5, 4, {"HTTP 500": 1}) is None
     True
     """

@@ -34,14 +34,16 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     ),
     "answers": (
         _PROMPT_REF,
-        Field("turns", TEXT_LIST, ("turns", "answer", "output", "human_output", "response", "text", "completion"), _TURNS_HELP, is_list=True),
+        Field("turns", TEXT_LIST, ("turns", "answer", "output", "human_output", "response", "text", "completion"),
+              _TURNS_HELP, is_list=True),
         Field("source", LABEL, ("source",), "a human source (default 'human')"),
         Field("author", LABEL, ("author", "annotator")),
     ),
     "responses": (
         _PROMPT_REF,
         Field("model", LABEL, ("model", "model_id", "generator"), "a registered model name (or --model)"),
-        Field("turns", TEXT_LIST, ("turns", "response", "output", "answer", "text", "completion"), _TURNS_HELP, is_list=True),
+        Field("turns", TEXT_LIST, ("turns", "response", "output", "answer", "text", "completion"), _TURNS_HELP,
+              is_list=True),
         Field("sample_index", INT, ("sample_index",), "several samples per prompt and model (default 0)"),
         Field("finish_reason", LABEL, ("finish_reason",)),
     ),
@@ -73,7 +75,8 @@ FIELDS: dict[str, tuple[Field, ...]] = {
 
 
 def field_help(kind: str) -> list[tuple[str, str, str]]:
-    """(field, default columns, help) for ``kind``: what `tso-data ingest --help` lists (docs/catalog.md, "Ingest", shows the same)."""
+    """(field, default columns, help) for ``kind``: what `tso-data ingest --help` lists (docs/catalog.md,
+    "Ingest", shows the same)."""
     out = []
     for f in FIELDS[kind]:
         defaults = ", ".join(f.defaults) + (", turn_1, turn_2, ..." if f.is_list else "")

@@ -39,7 +39,8 @@ def prepare_prompts(job: StagedFile) -> None:
             "[{'role': 'user', 'content': CASE WHEN input IS NULL OR trim(input) = '' THEN prompt "
             "ELSE prompt || chr(10) || chr(10) || input END}]"
         )
-    msgs = f"CASE WHEN system IS NULL OR trim(system) = '' THEN {msgs} ELSE list_prepend({{'role': 'system', 'content': system}}, {msgs}) END"
+    msgs = (f"CASE WHEN system IS NULL OR trim(system) = '' THEN {msgs} "
+            f"ELSE list_prepend({{'role': 'system', 'content': system}}, {msgs}) END")
     con.execute(f"CREATE OR REPLACE TEMP TABLE stage AS SELECT * EXCLUDE (messages), {msgs} AS messages FROM stage")
     job.b.setdefault("messages", job.b[chosen])
     job.fail_if("len(messages) = 0", "messages", "empty prompt (no messages)")
@@ -65,7 +66,8 @@ def prepare_prompts(job: StagedFile) -> None:
     patch_python_ids(con, "prompt_id", "messages", lambda m: ids.prompt_id(m))
     # The same prompt twice in one file: the first row's labels win (not a conflict), but
     # its split and its (source, external id) must hold together (ingest.prompt_identity).
-    con.execute("CREATE OR REPLACE TEMP TABLE firsts AS SELECT * FROM stage QUALIFY row_number() OVER (PARTITION BY prompt_id ORDER BY __row, __part) = 1")
+    con.execute("CREATE OR REPLACE TEMP TABLE firsts AS SELECT * FROM stage "
+                "QUALIFY row_number() OVER (PARTITION BY prompt_id ORDER BY __row, __part) = 1")
     check_splits(job)
     check_external_ids(job)
     unique = job.count("firsts")
@@ -82,12 +84,14 @@ def prepare_answers(job: StagedFile) -> None:
     con = job.con
     resolve_prompts(job)
     check_turns(job, allow_empty=False)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE stage AS SELECT * EXCLUDE (source), coalesce(source, '{HUMAN_SOURCE}') AS source FROM stage")
+    con.execute("CREATE OR REPLACE TEMP TABLE stage AS "
+                f"SELECT * EXCLUDE (source), coalesce(source, '{HUMAN_SOURCE}') AS source FROM stage")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE stage_bad AS SELECT s.__row, s.source FROM stage s "
         "LEFT JOIN models m ON m.name = s.source WHERE m.kind IS DISTINCT FROM 'human'"
     )
-    job.fail_if("true", "source", "{value!r} is not a human source of this catalog (answers are human-written; model outputs go to `ingest responses`)", table="stage_bad")
+    job.fail_if("true", "source", "{value!r} is not a human source of this catalog "
+                "(answers are human-written; model outputs go to `ingest responses`)", table="stage_bad")
     turns_json = "'[' || array_to_string(list_transform(turns, lambda t: to_json(t)), ', ') || ']'"
     con.execute(
         "CREATE OR REPLACE TEMP TABLE stage AS SELECT *, "
@@ -108,7 +112,8 @@ def prepare_responses(job: StagedFile) -> None:
     resolve_prompts(job)
     check_models(job, human_ok=False)
     check_turns(job, allow_empty=True)
-    job.fail_if("sample_index < 0 OR sample_index > 2147483647", "sample_index", "{value} is not an index from 0 to 2^31 - 1")
+    job.fail_if("sample_index < 0 OR sample_index > 2147483647", "sample_index",
+                "{value} is not an index from 0 to 2^31 - 1")
     sid = ids.sql_hash("response", "prompt_id", "model", "'ingested'", "CAST(coalesce(sample_index, 0) AS VARCHAR)")
     con.execute(f"CREATE OR REPLACE TEMP TABLE stage AS SELECT *, {sid} AS response_id FROM stage")
     hint = "; several samples per prompt and model need a sample_index column (--map sample_index=COLUMN)"
@@ -184,8 +189,8 @@ def prepare_feedback(job: StagedFile) -> None:
     job.require("annotator", "--set annotator=human")
     job.check_choice("split", SPLITS)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE stage AS SELECT * EXCLUDE (rubric, split), coalesce(rubric, 'overall') AS rubric, "
-        "coalesce(split, 'train') AS split FROM stage"
+        "CREATE OR REPLACE TEMP TABLE stage AS SELECT * EXCLUDE (rubric, split), "
+        "coalesce(rubric, 'overall') AS rubric, coalesce(split, 'train') AS split FROM stage"
     )
     check_feedback_scale(job)
     keys = con.sql(
@@ -196,12 +201,14 @@ def prepare_feedback(job: StagedFile) -> None:
             "__row": [k["__row"] for k in keys],
             "__part": [k["__part"] for k in keys],
             "feedback_id": [
-                ids.feedback_id(k["target_id"], k["rubric"], k["annotator"], k["score"], k["rationale"] or "") for k in keys
+                ids.feedback_id(k["target_id"], k["rubric"], k["annotator"], k["score"],
+                                k["rationale"] or "") for k in keys
             ],
         }
     )
     con.register("fids", fids)
-    con.execute("CREATE OR REPLACE TEMP TABLE stage AS SELECT s.*, f.feedback_id FROM stage s JOIN fids f USING (__row, __part)")
+    con.execute("CREATE OR REPLACE TEMP TABLE stage AS "
+                "SELECT s.*, f.feedback_id FROM stage s JOIN fids f USING (__row, __part)")
     unique_sql = dedupe(job, "feedback_id", ["split"], "feedback")
     con.execute(f"CREATE OR REPLACE TEMP TABLE firsts AS {unique_sql}")
     stage_new_rows(

@@ -66,7 +66,8 @@ def import_models(
             result.unchanged.append(name)
             continue
         if existing is not None and not replace:
-            raise located(path, line, bindings["name"].label, f"model {name!r} already exists with different fields; pass --replace")
+            raise located(path, line, bindings["name"].label,
+                          f"model {name!r} already exists with different fields; pass --replace")
         (result.replaced if existing is not None else result.added).append(name)
         infos.append((info, existing is not None))
         if info.version_order is None:

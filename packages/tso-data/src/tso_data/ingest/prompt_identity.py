@@ -35,7 +35,8 @@ def check_external_ids(job: _Job) -> None:
         job,
         "WITH ids AS (SELECT source, external_id, prompt_id, min(__row) AS r FROM stage "
         "  WHERE external_id IS NOT NULL GROUP BY ALL), "
-        "firsts_by_id AS (SELECT source, external_id, arg_min(prompt_id, r) AS pid, min(r) AS r0 FROM ids GROUP BY ALL) "
+        "firsts_by_id AS (SELECT source, external_id, arg_min(prompt_id, r) AS pid, min(r) AS r0 "
+        "  FROM ids GROUP BY ALL) "
         "SELECT i.r AS __row, i.external_id, f.r0 AS __extra FROM ids i JOIN firsts_by_id f "
         "ON f.source IS NOT DISTINCT FROM i.source AND f.external_id = i.external_id WHERE i.prompt_id <> f.pid",
         "external_id",

@@ -96,7 +96,8 @@ def _decode(path: Path, data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise located(path, line, None, f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); re-encode the file as UTF-8") from None
+        raise located(path, line, None,
+                      f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); re-encode the file as UTF-8") from None
 
 
 def _open_jsonl(path: Path, progress: ProgressFn | None) -> Source:

@@ -115,7 +115,8 @@ def resolve_targets(job: StagedFile) -> None:
         job.require("target_id")
         con.execute(
             "CREATE OR REPLACE TEMP TABLE stage AS SELECT s.* EXCLUDE (target_id), s.target_id AS target_ref, "
-            "t.id AS target_id, t.target_kind, t.prompt_id AS prompt_id, t.source AS judged_source FROM stage s LEFT JOIN ("
+            "t.id AS target_id, t.target_kind, t.prompt_id AS prompt_id, t.source AS judged_source "
+            "FROM stage s LEFT JOIN ("
             "SELECT response_id AS id, 'response' AS target_kind, prompt_id, model AS source FROM responses "
             "UNION ALL SELECT answer_id, 'answer', prompt_id, source FROM answers) t ON t.id = s.target_id"
         )

@@ -69,7 +69,8 @@ class StagedFile:
                     self.fail_if(f"{qi(col)} IS NULL", col, "missing value", table="src")
         parts = {len(b.columns) for b in self.b.values() if not b.field.is_list and len(b.columns) > 1}
         if len(parts) > 1:
-            raise TSODataError(f"{self.path}: fields split over several columns must all list the same number of columns")
+            raise TSODataError(f"{self.path}: fields split over several columns "
+                               "must all list the same number of columns")
         self.n_parts = parts.pop() if parts else 1
         # Responses can be millions of long texts: their turns stay in `src` (the Parquet
         # file itself, for Parquet) and `stage` keeps only a fingerprint, the number of
@@ -184,7 +185,8 @@ class StagedFile:
         """The rows to insert, numbered, read while the catalog is still only read: under
         the write lock only the INSERTs run (:meth:`write_rows`)."""
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE final_rows AS SELECT *, row_number() OVER () - 1 AS __n FROM ({new_rows_sql})"
+            "CREATE OR REPLACE TEMP TABLE final_rows AS "
+            f"SELECT *, row_number() OVER () - 1 AS __n FROM ({new_rows_sql})"
         )
         self.final_table = table
         self.report.new = self.pending_rows = self.count("final_rows")

@@ -152,7 +152,8 @@ def rows_to_arrow(path: Path, rows: list[tuple[int, dict[str, object]]], wanted:
             arrays[col] = pa.array(values, ARROW_TYPES[want])
         except UnicodeEncodeError:  # JSON's "\ud800" escapes decode to text UTF-8 cannot hold
             line_no = next(n for (n, _), v in zip(rows, values) if _has_lone_surrogate(v))
-            raise located(path, line_no, col, "text holds a lone surrogate (an invalid \\uD800-\\uDFFF escape)") from None
+            raise located(path, line_no, col,
+                          "text holds a lone surrogate (an invalid \\uD800-\\uDFFF escape)") from None
     return pa.table(arrays)
 
 
@@ -170,7 +171,8 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
-_INT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+_INT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+              "UHUGEINT"}
 _NUM_TYPES = _INT_TYPES | {"FLOAT", "DOUBLE", "REAL"}
 
 

@@ -115,7 +115,8 @@ def rubric_from_dict(data: dict[str, object], source: str) -> Rubric:
     for key, template, allowed in (
         ("prompt.system", system, USER_SLOTS),
         ("prompt.user", user, USER_SLOTS),
-        ("prompt.reference_block", reference_block, USER_SLOTS - {"reference_block", "question", "answer"} | REFERENCE_SLOTS),
+        ("prompt.reference_block", reference_block,
+         USER_SLOTS - {"reference_block", "question", "answer"} | REFERENCE_SLOTS),
     ):
         unknown = _slots(template, f"{source}: field '{key}'") - allowed
         if unknown:
@@ -125,7 +126,8 @@ def rubric_from_dict(data: dict[str, object], source: str) -> Rubric:
                 f"allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}",
             )
     if "answer" not in _slots(user, source):
-        raise located(source, None, "prompt.user", "template has no {answer} slot: the judge would never see the answer")
+        raise located(source, None, "prompt.user",
+                      "template has no {answer} slot: the judge would never see the answer")
     if "question" not in _slots(user, source):
         raise located(source, None, "prompt.user", "template has no {question} slot")
     return Rubric(

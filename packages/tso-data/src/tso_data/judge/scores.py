@@ -72,7 +72,8 @@ def load_targets(catalog: Catalog) -> pl.DataFrame:
 
 def load_split_prompts(catalog: Catalog, split: str) -> pl.DataFrame:
     with catalog.connect(read_only=True) as con:
-        prompts = pl.from_arrow(con.sql("SELECT prompt_id FROM prompts WHERE split = ?", params=[split]).to_arrow_table())
+        prompts = pl.from_arrow(con.sql("SELECT prompt_id FROM prompts WHERE split = ?",
+                                        params=[split]).to_arrow_table())
         if prompts.height == 0:  # type: ignore[union-attr]
             from tso_data.pairs.run import unknown_split
 

@@ -179,7 +179,8 @@ def _validate(c: dict[str, Any], round_: int, where: str) -> RoundConfig:
     if round_ < 1:
         raise TSODataError(f"--round must be >= 1, got {round_}")
     if not c["base_model"] or not isinstance(c["base_model"], str):
-        raise fail("base_model", "required (the round's base model, a models.name); set it in round.toml or pass --base-model")
+        raise fail("base_model",
+                   "required (the round's base model, a models.name); set it in round.toml or pass --base-model")
     pairs = c["pairs"]
     if pairs is not None and (not isinstance(pairs, int) or isinstance(pairs, bool) or pairs < 1):
         raise fail("pairs", f"expected a positive integer, got {pairs!r}")

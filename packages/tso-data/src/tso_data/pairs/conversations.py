@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import polars as pl
 
 
-def split_conversation(messages: list[dict[str, str]], n_turns: int, turns: list[str]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def split_conversation(messages: list[dict[str, str]], n_turns: int,
+                       turns: list[str]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(prompt, continuation) for an answer ``turns`` to the last ``n_turns`` user messages.
 
     >>> msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -78,7 +79,8 @@ def conversations(pairs: pl.DataFrame, index: PromptIndex) -> pl.DataFrame:
         )
 
     single = single.with_columns(
-        prompt=pl.col("messages").list.eval(pl.struct(pl.element().struct.field("role"), pl.element().struct.field("content"))),
+        prompt=pl.col("messages").list.eval(pl.struct(pl.element().struct.field("role"),
+                                                      pl.element().struct.field("content"))),
         chosen=assistant("chosen_turns"),
         rejected=assistant("rejected_turns"),
     )

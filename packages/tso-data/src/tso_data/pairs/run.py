@@ -57,8 +57,10 @@ def load_inputs(
         prompts = frame("SELECT prompt_id, messages, n_turns, split FROM prompts WHERE split = ?", [config.split])
         if prompts.height == 0:
             raise unknown_split(con, config.split, "split in round.toml or --split")
-        answers = frame("SELECT answer_id, prompt_id, source, turns FROM answers WHERE list_contains(?, source)", [sources])
-        responses = frame("SELECT response_id, prompt_id, model, turns FROM responses WHERE list_contains(?, model)", [sources])
+        answers = frame("SELECT answer_id, prompt_id, source, turns FROM answers WHERE list_contains(?, source)",
+                        [sources])
+        responses = frame("SELECT response_id, prompt_id, model, turns FROM responses WHERE list_contains(?, model)",
+                          [sources])
         counts = dict(con.sql(
             "SELECT model, count(*) FROM responses GROUP BY model UNION ALL "
             "SELECT source, count(*) FROM answers GROUP BY source"
@@ -102,7 +104,10 @@ def fingerprint_ids(ids: pl.Series) -> str:
     """
     keys = (
         pl.DataFrame({"i": ids.cast(pl.String)})
-        .select(pl.col("i").str.slice(0, 15).str.to_integer(base=16, dtype=pl.UInt64, strict=False).fill_null(pl.col("i").hash(seed=3)))
+        .select(
+            pl.col("i").str.slice(0, 15).str.to_integer(base=16, dtype=pl.UInt64, strict=False)
+            .fill_null(pl.col("i").hash(seed=3))
+        )
         .to_series()
         .to_numpy()
         .astype(np.uint64)
@@ -161,7 +166,8 @@ def matrix_cells(models: pl.DataFrame, counts: dict[str, int], pools: ResolvedPo
     rows = []
     def order(m: dict[str, Any]) -> tuple[object, ...]:
         key = version_key(m["version"], m["version_order"])
-        return (m["family"] is None, m["family"] or "", m["size_b"] is None, m["size_b"] or 0, key is None, key or (), m["name"])
+        return (m["family"] is None, m["family"] or "", m["size_b"] is None, m["size_b"] or 0, key is None, key or (),
+                m["name"])
 
     for m in sorted(models.to_dicts(), key=order):
         name = m["name"]
@@ -237,7 +243,8 @@ def _record_snapshot(catalog: Catalog, build: RoundBuild, config_dict: dict[str,
         exists = con.execute("SELECT count(*) FROM snapshots WHERE snapshot_id = ?", [snapshot_id]).fetchone()
         if exists and exists[0] and build.created:
             build.result.warnings.append(
-                f"the file of snapshot {snapshot_id} was damaged (truncated, or not this snapshot) and was written again"
+                f"the file of snapshot {snapshot_id} was damaged (truncated, or not this snapshot) "
+                "and was written again"
             )
         if not exists or exists[0] == 0:
             con.execute(
@@ -263,7 +270,8 @@ def _prompts_of(catalog: Catalog, build: RoundBuild) -> pl.DataFrame:
     with catalog.connect(read_only=True) as con:
         con.register("wanted", pl.DataFrame({"prompt_id": ids}).to_arrow())
         return pl.from_arrow(  # type: ignore[return-value]
-            con.sql("SELECT p.prompt_id, p.messages, p.n_turns FROM prompts p SEMI JOIN wanted USING (prompt_id)").to_arrow_table()
+            con.sql("SELECT p.prompt_id, p.messages, p.n_turns FROM prompts p "
+                    "SEMI JOIN wanted USING (prompt_id)").to_arrow_table()
         )
 
 
@@ -292,7 +300,9 @@ def snapshot_sources(catalog: Catalog, row: dict[str, Any]) -> pl.DataFrame:
     path = catalog.root / row["path"]
     if not path.is_file():
         raise TSODataError(f"{path}: snapshot file missing (recorded in `snapshots`)")
-    return pl.read_parquet(path, columns=["pair_id", "kind", "chosen_source", "rejected_source", "chosen_score", "rejected_score"])
+    return pl.read_parquet(path,
+                           columns=["pair_id", "kind", "chosen_source", "rejected_source", "chosen_score",
+                                    "rejected_score"])
 
 
 def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:

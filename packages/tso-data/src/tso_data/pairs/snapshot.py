@@ -73,7 +73,8 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
     >>> df = pl.DataFrame({"pair_id": ["b", "a"], "chosen_score": [1.0, None], "rejected_score": [None, 0.5]})
     >>> snapshot_digest(df, "{}") == snapshot_digest(df.reverse(), "{}")
     True
-    >>> mixed = pl.DataFrame({"pair_id": ["a!", "a", "a,"], "chosen_score": [1.0, 2.0, 3.0], "rejected_score": [None] * 3})
+    >>> mixed = pl.DataFrame({"pair_id": ["a!", "a", "a,"], "chosen_score": [1.0, 2.0, 3.0],
+    ...                       "rejected_score": [None] * 3})
     >>> lines = chr(10).join(f"{p},{c}," for p, c in sorted(zip(["a!", "a", "a,"], [1.0, 2.0, 3.0])))  # by pair_id
     >>> by_definition = content_hash("snapshot", SCHEMA_VERSION, "{}", hashlib.sha256(lines.encode()).hexdigest())
     >>> snapshot_digest(mixed, "{}") == snapshot_digest(mixed.reverse(), "{}") == by_definition
@@ -87,7 +88,8 @@ def snapshot_digest(conv: pl.DataFrame, config_json: str) -> str:
     )
     # lines in pair_id order, whatever the order of the rows; with ids of one length (as
     # build_pairs makes them) that is the order of the lines themselves, a cheaper sort
-    lengths = conv.select(pl.col("pair_id").str.len_bytes().min().alias("lo"), pl.col("pair_id").str.len_bytes().max().alias("hi"))
+    lengths = conv.select(pl.col("pair_id").str.len_bytes().min().alias("lo"),
+                          pl.col("pair_id").str.len_bytes().max().alias("hi"))
     ordered = line.sort() if lengths["lo"].item() == lengths["hi"].item() else line.gather(pl.col("pair_id").arg_sort())
     lines = conv.select(ordered.str.join("\n")).item()
     digest = hashlib.sha256(lines.encode("utf-8")).hexdigest()
@@ -161,7 +163,8 @@ def write_snapshot(
         digest = digest_thread.submit(snapshot_id)
         schema = SNAPSHOT_SCHEMA.with_metadata(_metadata(round_, config_json))
         sid, path, created = _write_atomic(
-            schema, (table.result() for table in tables), directory, digest.result, lambda sid: directory / f"{sid}.parquet"
+            schema, (table.result() for table in tables), directory, digest.result,
+            lambda sid: directory / f"{sid}.parquet"
         )
     return sid, path, created, pairs.height
 

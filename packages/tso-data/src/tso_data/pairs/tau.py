@@ -35,10 +35,11 @@ def tau_per_prompt(
     [('p', 3.0), ('q', 9.0)]
     >>> tau_per_prompt(s, "fixed", 4.0)[1]
     4.0
-    >>> tau_per_prompt(s.clear(), "global-mean")
+    >>> tau_per_prompt(s.clear(), "global-mean")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    tso_data.errors.TSODataError: no scored base answers: τ (global-mean) needs judge scores of the base model's responses; run `tso-data judge` first, or set tau.mode = "fixed"
+    tso_data.errors.TSODataError: no scored base answers: τ (global-mean) needs judge scores of the base model's
+    responses; run `tso-data judge` first, or set tau.mode = "fixed"
     """
     prompts = base_scores.select("prompt_id").unique()
     if mode == "fixed":
