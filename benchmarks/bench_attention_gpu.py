@@ -47,7 +47,8 @@ def padded_batch(q, k, v, lens: list[int]):
     longest, groups = max(lens), q.shape[1] // k.shape[1]
     ends = torch.tensor(lens).cumsum(0).tolist()
     starts = [0, *ends[:-1]]
-    qb, kb, vb = (torch.stack([F.pad(x[0, :, s:e].detach(), (0, 0, 0, longest - (e - s))) for s, e in zip(starts, ends)])
+    qb, kb, vb = (torch.stack([F.pad(x[0, :, s:e].detach(), (0, 0, 0, longest - (e - s)))
+                               for s, e in zip(starts, ends)])
                   for x in (q, k, v))
     kb, vb = attention.repeat_kv_heads(kb, groups, 1), attention.repeat_kv_heads(vb, groups, 1)
     valid = torch.arange(longest, device=q.device)[None, :] < torch.tensor(lens, device=q.device)[:, None]

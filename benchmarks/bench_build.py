@@ -43,8 +43,9 @@ def generate(directory: Path, n_prompts: int) -> None:
 
     con = duckdb.connect()
     pid = sql_hash("prompt", "'p' || i::VARCHAR")
-    con.execute(f"""COPY (SELECT {pid} AS prompt_id, [{{'role': 'user', 'content': 'prompt ' || i::VARCHAR}}] AS messages,
-        1 AS n_turns, 'train' AS split FROM range({n_prompts}) t(i)) TO '{directory}/prompts.parquet' (FORMAT parquet)""")
+    con.execute(f"""COPY (SELECT {pid} AS prompt_id,
+        [{{'role': 'user', 'content': 'prompt ' || i::VARCHAR}}] AS messages, 1 AS n_turns, 'train' AS split
+        FROM range({n_prompts}) t(i)) TO '{directory}/prompts.parquet' (FORMAT parquet)""")
     models = [c[0] for c in CELLS] + [BASE[0]] * 4
     samples = [0] * len(CELLS) + [0, 1, 2, 3]
     con.execute(f"""COPY (
@@ -73,13 +74,15 @@ def run_tso(directory: Path, n_pairs: int) -> dict[str, float]:
     prompts = pl.read_parquet(directory / "prompts.parquet")
     responses = pl.read_parquet(directory / "responses.parquet", columns=["response_id", "prompt_id", "model", "turns"])
     scores = pl.read_parquet(directory / "scores.parquet")
-    answers = pl.DataFrame(schema={"answer_id": pl.String, "prompt_id": pl.String, "source": pl.String, "turns": pl.List(pl.String)})
+    answers = pl.DataFrame(schema={"answer_id": pl.String, "prompt_id": pl.String, "source": pl.String,
+                                   "turns": pl.List(pl.String)})
     models = pl.DataFrame(
         [{"name": n, "kind": "model", "family": "m", "version": str(v), "version_order": v, "size_b": float(s)}
          for n, v, s in [*CELLS, BASE]]
     )
     t_load = time.perf_counter() - t0
-    config = load_round_config(None, 1, {"base_model": BASE[0], "pairs": n_pairs, "positive": {"sources": ["newest-largest"]}})
+    config = load_round_config(None, 1,
+                               {"base_model": BASE[0], "pairs": n_pairs, "positive": {"sources": ["newest-largest"]}})
     pools = resolve_pools(config, models)
     result = build_pairs(BuildInputs(prompts, answers, responses, scores), config, pools)
     t_pairs = time.perf_counter() - t0
@@ -253,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     console.print(table)
     console.print(f"ratio to floor {result['ratio_to_floor']:.2f} (medians of {args.repeats}; each run: "
                   f"{', '.join(f'{r:.2f}' for r in result['ratio_each_repeat'])}; target ≤ 3); speed-up vs pandas "
-                  f"{result['speedup_vs_pandas']:.1f}× (target ≥ 10); peak RSS {tso['max_peak_rss_gb']:.2f} GB (target ≤ 8)")
+                  f"{result['speedup_vs_pandas']:.1f}× (target ≥ 10); "
+                  f"peak RSS {tso['max_peak_rss_gb']:.2f} GB (target ≤ 8)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -140,11 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{models} models × {prompts} prompts ({models * prompts:,} judgments), median of {args.repeats}:")
     print(f"  {'':<34}{'seconds':>9}{'× floor':>9}")
     print(f"  {'floor: DuckDB GROUP BY target_id':<34}{median['floor']:>9.3f}{1.0:>9.2f}")
-    print(f"  {'(DuckDB GROUP BY source)':<34}{median['floor_source']:>9.3f}{median['floor_source'] / median['floor']:>9.2f}")
+    print(f"  {'(DuckDB GROUP BY source)':<34}{median['floor_source']:>9.3f}"
+          f"{median['floor_source'] / median['floor']:>9.2f}")
     print(f"  {'leaderboard (pointwise, paired Δ)':<34}{median['leaderboard']:>9.3f}{ratio:>9.2f}   "
-          f"targets ≤ 2 s: {'met' if median['leaderboard'] <= 2 else 'NOT met'}, ≤ 3×: {'met' if ratio <= 3 else 'NOT met'}")
+          f"targets ≤ 2 s: {'met' if median['leaderboard'] <= 2 else 'NOT met'}, "
+          f"≤ 3×: {'met' if ratio <= 3 else 'NOT met'}")
     print(f"  {'  … against GROUP BY source':<34}{'':>9}{ratio_source:>9.2f}")
-    print(f"  {'+ pairwise and LC (no target)':<34}{median['pairwise']:>9.3f}{median['pairwise'] / median['floor']:>9.2f}")
+    print(f"  {'+ pairwise and LC (no target)':<34}{median['pairwise']:>9.3f}"
+          f"{median['pairwise'] / median['floor']:>9.2f}")
     print(f"  load average {result['load_average']:.2f} on {os.cpu_count()} cores (others' jobs make this noisy)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

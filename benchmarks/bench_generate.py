@@ -122,7 +122,8 @@ def bench_openai(levels: list[int], rounds: int, console: Console,
                     "achieved_rps": round(achieved, 1), "ideal_rps": round(ideal, 1),
                     "ratio": round(achieved / ideal, 3), "client_processes": processes,
                     "startup_s": round(startup_s, 3),
-                    "ratio_including_startup": round(total / (wall + startup_s) / ideal, 3), "catalog_write_s": round(writes, 3),
+                    "ratio_including_startup": round(total / (wall + startup_s) / ideal, 3),
+                    "catalog_write_s": round(writes, 3),
                     "catalog_write_share": round(writes / wall, 4), "flush_s": round(result.run.flush_s, 3),
                     "flushes": result.run.flushes, "merge_s": round(result.merge_s, 3),
                     "client_cpu_ms_per_request": round(cpu * 1000 / total, 3),
@@ -130,8 +131,9 @@ def bench_openai(levels: list[int], rounds: int, console: Console,
                 })
                 console.print(f"openai c={concurrency} ({processes} client process{'es' if processes > 1 else ''}, "
                               f"start-up {startup_s:.2f} s): {achieved:.0f} req/s of {ideal:.0f} ideal "
-                              f"({achieved / ideal:.0%}), writes {writes / wall:.1%} of {wall:.2f} s (flush {result.run.flush_s:.2f} s "
-                              f"x{result.run.flushes}, merge {result.merge_s:.2f} s), client CPU {cpu * 1000 / total:.2f} ms/req "
+                              f"({achieved / ideal:.0%}), writes {writes / wall:.1%} of {wall:.2f} s "
+                              f"(flush {result.run.flush_s:.2f} s x{result.run.flushes}, "
+                              f"merge {result.merge_s:.2f} s), client CPU {cpu * 1000 / total:.2f} ms/req "
                               f"({parent_cpu * 1000 / total:.2f} in this process)")
     finally:
         proc.terminate()
@@ -261,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         met = (target is None or row["ratio"] >= target) and row["catalog_write_share"] <= 0.05 \
             and row["stored"] == row["requests"]
         verdicts.append(met)
-        table.add_row(f"openai c={row['concurrency']} ({row['requests']} req, {row['client_processes']} proc)", f"{row['achieved_rps']} req/s",
+        table.add_row(f"openai c={row['concurrency']} ({row['requests']} req, {row['client_processes']} proc)",
+                      f"{row['achieved_rps']} req/s",
                       f"{row['ideal_rps']} req/s", f"{row['ratio']:.1%}", f">= {target:.0%}" if target else "-",
                       f"{row['catalog_write_share']:.1%} (<= 5%)", "yes" if met else "NO")
     if tf_row is not None:

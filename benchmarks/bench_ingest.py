@@ -38,12 +38,14 @@ def make_inputs(work: Path, rows: int) -> tuple[Path, Path]:
     responses = work / "responses.parquet"
     con = duckdb.connect()
     con.execute(
-        f"COPY (SELECT 'p' || i AS external_id, 'Question number ' || i || ': explain topic ' || (i * 7919 % 1000) AS prompt "
+        "COPY (SELECT 'p' || i AS external_id, "
+        "'Question number ' || i || ': explain topic ' || (i * 7919 % 1000) AS prompt "
         f"FROM range({N_PROMPTS}) t(i)) TO '{prompts}' (FORMAT parquet)"
     )
     per_prompt = -(-rows // N_PROMPTS)
     con.execute(
-        f"COPY (SELECT 'p' || (i % {N_PROMPTS}) AS prompt_id, 'bench-v' || ((i // {N_PROMPTS}) % 2 + 1) || '-7b' AS model, "
+        f"COPY (SELECT 'p' || (i % {N_PROMPTS}) AS prompt_id, "
+        f"'bench-v' || ((i // {N_PROMPTS}) % 2 + 1) || '-7b' AS model, "
         f"(i // {N_PROMPTS * 2})::INTEGER AS sample_index, "
         "concat_ws(' ', " + ", ".join(f"md5((i * 17 + {k})::VARCHAR)" for k in range(15)) + ") AS response "
         f"FROM range({rows}) t(i)) TO '{responses}' (FORMAT parquet, ROW_GROUP_SIZE 100000)"
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(tmp)
         t = time.perf_counter()
         prompts, responses = make_inputs(work, rows)
-        console.print(f"generated {rows:,} responses ({responses.stat().st_size / 1e6:.0f} MB Parquet) in {time.perf_counter() - t:.1f} s")
+        console.print(f"generated {rows:,} responses ({responses.stat().st_size / 1e6:.0f} MB Parquet) "
+                      f"in {time.perf_counter() - t:.1f} s")
         catalog = Catalog.init(work / "catalog")
         for v in (1, 2):
             add_model(catalog, f"bench-v{v}-7b", family="bench", version=str(v), size_b=7)
@@ -177,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         met = r["ratio"] <= r["target_ratio"] and r["peak_rss_mb"] <= RSS_TARGET_GB * 1024
         met_all &= met
         table.add_row(label, f"{r['seconds']:.2f}", f"{rows / r['seconds']:,.0f}", f"{r['peak_rss_mb']:,.0f}",
-                      f"{r['ratio']:.2f}", f"<={r['target_ratio']:.0f}x, <={RSS_TARGET_GB:.0f}GB", "yes" if met else "NO")
+                      f"{r['ratio']:.2f}", f"<={r['target_ratio']:.0f}x, <={RSS_TARGET_GB:.0f}GB",
+                      "yes" if met else "NO")
     met = reader["max_wait_s"] <= READER_WAIT_TARGET_S
     met_all &= met
     table.add_row("reader waits (max)", f"{reader['max_wait_s']:.2f}", f"{reader['polls']} polls", "", "",

@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full sizes (1M texts, 10M judgments)")
     parser.add_argument("--small", action="store_true", help="--scale 0.01")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/judge.json")
-    parser.add_argument("--parse-only", action="store_true", help="only the parsing benchmark (needs nothing but the stdlib)")
+    parser.add_argument("--parse-only", action="store_true",
+                        help="only the parsing benchmark (needs nothing but the stdlib)")
     args = parser.parse_args(argv)
     scale = 0.01 if args.small else args.scale
     parse = bench_parse(max(1000, int(1_000_000 * scale)))
@@ -213,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({"scale": scale, "load_average_1m": load, "parse": parse, "aggregate": aggregate}, indent=2) + "\n")
+        RESULTS.write_text(json.dumps({"scale": scale, "load_average_1m": load, "parse": parse, "aggregate": aggregate},
+                                      indent=2) + "\n")
 
 
 if __name__ == "__main__":

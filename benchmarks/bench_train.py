@@ -16,8 +16,9 @@ pass over the pairs). Three arms, each in its own subprocess so peak RSS is its 
 Throughput is measured over training proper: TRL's ``trainer.train()`` (its reference
 precompute included) vs tso-train's reference passes + optimiser steps (engine start-up,
 tokenisation and saving excluded for both; TRL's tokenisation happens in its constructor).
-The end-to-end seconds (model load to trained model) are reported too. Tokens = non-pad tokens of chosen + rejected sequences of the trained pairs
-under the model's chat template (the same count for every arm).
+The end-to-end seconds (model load to trained model) are reported too. Tokens = non-pad tokens
+of chosen + rejected sequences of the trained pairs under the model's chat template (the same
+count for every arm).
 
     python -m benchmarks.bench_train --pairs 64   # the recorded run: 8 steps, ~11M-param Llama
     python -m benchmarks.bench_train            # 512 pairs (> 10 min per arm on 2 shared cores)
@@ -105,7 +106,8 @@ def run_arm(arm: str, args: argparse.Namespace) -> dict:
         from tso_train.loop import FitConfig, fit
 
         summary = fit(FitConfig(snapshot=args.snapshot, model=args.model, out=str(out), loss="dpo", parts=1, epochs=1,
-                                global_batch=args.batch, micro_batch=4 if arm == "tso" else args.batch, lr=1e-6, max_length=args.max_length,
+                                global_batch=args.batch, micro_batch=4 if arm == "tso" else args.batch, lr=1e-6,
+                                max_length=args.max_length,
                                 save_every=0, warmup_ratio=0.0))
         steps = summary["steps"]
         train_seconds = summary["train_seconds"]
@@ -186,8 +188,9 @@ def main(argv: list[str] | None = None) -> None:
                 r = json.loads(line[-1][len("RESULT "):])
                 r["tokens_per_s"] = tokens_trained / r["train_seconds"]
                 r["load_avg_1m"] = os.getloadavg()[0]
-                console.print(f"round {round_ + 1} {arm}: {r['train_seconds']:.1f} s training, {r['seconds']:.1f} s end to "
-                              f"end, {r['steps']} steps, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB, load {r['load_avg_1m']:.1f}")
+                console.print(f"round {round_ + 1} {arm}: {r['train_seconds']:.1f} s training, "
+                              f"{r['seconds']:.1f} s end to end, {r['steps']} steps, "
+                              f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB, load {r['load_avg_1m']:.1f}")
                 best = results.get(arm)
                 if best is None:
                     results[arm] = {**r, "runs": [r]}
@@ -198,10 +201,12 @@ def main(argv: list[str] | None = None) -> None:
 
     base = results["trl"]
     table = Table(title="tso-train fit vs TRL DPOTrainer (CPU, fp32)")
-    for col in ("arm", "micro", "steps", "train s", "end-to-end s", "tokens/s", "× TRL tokens/s", "peak RSS GiB", "× TRL RSS"):
+    for col in ("arm", "micro", "steps", "train s", "end-to-end s", "tokens/s", "× TRL tokens/s", "peak RSS GiB",
+                "× TRL RSS"):
         table.add_column(col, justify="right")
     for arm, r in results.items():
-        table.add_row(arm, "4" if arm == "tso" else str(args.batch), str(r["steps"]), f"{r['train_seconds']:.1f}", f"{r['seconds']:.1f}", f"{r['tokens_per_s']:.0f}",
+        table.add_row(arm, "4" if arm == "tso" else str(args.batch), str(r["steps"]), f"{r['train_seconds']:.1f}",
+                      f"{r['seconds']:.1f}", f"{r['tokens_per_s']:.0f}",
                       f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}", f"{r['peak_rss_bytes'] / 2**30:.2f}",
                       f"{r['peak_rss_bytes'] / base['peak_rss_bytes']:.2f}")
     console.print(table)
@@ -219,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
                            "rounds": args.rounds},
               "results": results,
               "ratios_vs_trl": {a: {"tokens_per_s": r["tokens_per_s"] / base["tokens_per_s"],
-                                    "peak_rss": r["peak_rss_bytes"] / base["peak_rss_bytes"]} for a, r in results.items()},
+                                    "peak_rss": r["peak_rss_bytes"] / base["peak_rss_bytes"]}
+                                for a, r in results.items()},
               "targets_met": targets}
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

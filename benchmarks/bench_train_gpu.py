@@ -146,7 +146,9 @@ def run_arms(args: argparse.Namespace, names: list[str]) -> None:
             built = "tiny" if args.tiny else arm.size
             settings = {"steps": args.steps, "arm_timeout": min(args.arm_timeout, left or args.arm_timeout),
                         "global_batch": args.global_batch, "max_length": args.max_length, "bf16": args.bf16}
-            outcome = run_trl_arm(name, model, args) if arm.is_trl else run_tso_arm(arm, model, args.work / "pairs.parquet", args.work / "runs", settings)
+            outcome = run_trl_arm(name, model, args) if arm.is_trl else run_tso_arm(arm, model,
+                                                                                    args.work / "pairs.parquet",
+                                                                                    args.work / "runs", settings)
             entry = {"arm": name, "size": arm.size, "model": built, **outcome,
                      "wall_s": round(time.perf_counter() - t, 1)}
             derive(entry, results["models"][built]["n_params"], data["tokens_per_pair"], args)
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         parser.error("--arms: name at least one arm (or --table)")
     if args.steps < 2 or args.steps * args.global_batch > args.pairs:
-        parser.error(f"--steps {args.steps}: must be ≥ 2 and ≤ pairs / global batch ({args.pairs // args.global_batch})")
+        parser.error(f"--steps {args.steps}: must be ≥ 2 and ≤ pairs / global batch "
+                     f"({args.pairs // args.global_batch})")
     args.out.mkdir(parents=True, exist_ok=True)
     run_arms(args, names)
     return 0

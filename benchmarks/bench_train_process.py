@@ -44,7 +44,8 @@ def trl_job(snapshot: str, model_dir: str, out: str, batch: int, max_length: int
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    pairs = datasets.load_dataset("parquet", data_files=snapshot, split="train").select_columns(["prompt", "chosen", "rejected"])
+    pairs = datasets.load_dataset("parquet", data_files=snapshot,
+                                  split="train").select_columns(["prompt", "chosen", "rejected"])
     args = DPOConfig(output_dir=out, per_device_train_batch_size=batch, num_train_epochs=1, learning_rate=1e-6,
                      max_length=max_length, bf16=False, use_cpu=True, report_to="none", save_strategy="no", beta=0.1)
     trainer = DPOTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
@@ -70,7 +71,8 @@ def timed(cmd: list[str], env: dict) -> dict:
     stdout, stderr = proc.stdout.read(), proc.stderr.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} … failed ({proc.returncode}):\n{stderr[-3000:]}")
-    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_bytes": usage.ru_maxrss * 1024,
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "peak_rss_bytes": usage.ru_maxrss * 1024,
             "load_avg_1m": os.getloadavg()[0],
             "stdout_tail": stdout.strip().splitlines()[-1:] or [""]}
 
@@ -127,13 +129,15 @@ def main(argv: list[str] | None = None) -> None:
         for round_ in range(args.rounds):
             for arm in (("tso", "trl") if round_ % 2 == 0 else ("trl", "tso")):
                 out = str(work / f"out-{arm}-{round_}")
-                cmd = (tso_command(inputs["snapshot"], inputs["model"], out, args.batch, args.max_length) if arm == "tso" else
-                       [sys.executable, "-m", "benchmarks.bench_train_process", "--batch", str(args.batch), "--max-length",
-                        str(args.max_length), "--trl-job", inputs["snapshot"], inputs["model"], out])
+                cmd = (tso_command(inputs["snapshot"], inputs["model"], out, args.batch, args.max_length)
+                       if arm == "tso" else
+                       [sys.executable, "-m", "benchmarks.bench_train_process", "--batch", str(args.batch),
+                        "--max-length", str(args.max_length), "--trl-job", inputs["snapshot"], inputs["model"], out])
                 r = timed(cmd, env)
                 runs[arm].append(r)
-                console.print(f"round {round_ + 1} {arm}: {r['seconds']:.1f} s start to exit ({r['cpu_seconds']:.0f} CPU s), peak RSS "
-                              f"{r['peak_rss_bytes'] / 2**30:.2f} GiB, load {r['load_avg_1m']:.1f}")
+                console.print(f"round {round_ + 1} {arm}: {r['seconds']:.1f} s start to exit "
+                              f"({r['cpu_seconds']:.0f} CPU s), peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB, "
+                              f"load {r['load_avg_1m']:.1f}")
     median = {arm: statistics.median(r["seconds"] for r in rs) for arm, rs in runs.items()}
     per_round = [t["seconds"] / s["seconds"] for s, t in zip(runs["tso"], runs["trl"])]
     table = Table(title="Whole process, start to exit: tso-train fit vs a TRL DPOTrainer script (CPU, fp32)")
@@ -145,9 +149,11 @@ def main(argv: list[str] | None = None) -> None:
                       f"{max(r['peak_rss_bytes'] for r in rs) / 2**30:.2f}",
                       f"{median['trl'] / median['tso']:.2f}, {cpu['trl'] / cpu['tso']:.2f}" if arm == "tso" else "")
     console.print(table)
-    targets = {"whole_process_vs_trl_ge_1.3": median["trl"] / median["tso"] >= 1.3, "tiny_start_le_15s": starts[1] <= 15.0}
+    targets = {"whole_process_vs_trl_ge_1.3": median["trl"] / median["tso"] >= 1.3,
+               "tiny_start_le_15s": starts[1] <= 15.0}
     console.print(f"per-round TRL ÷ tso: {', '.join(f'{x:.2f}' for x in per_round)}; targets: {targets}")
-    report = {"settings": {"pairs": args.pairs, "batch": args.batch, "max_length": args.max_length, "params": inputs["n_params"],
+    report = {"settings": {"pairs": args.pairs, "batch": args.batch, "max_length": args.max_length,
+                           "params": inputs["n_params"],
                            "rounds": args.rounds, "cores": os.cpu_count()},
               "tiny_start_seconds": starts, "runs": runs, "median_seconds": median, "median_cpu_seconds": cpu,
               "ratio_trl_over_tso": median["trl"] / median["tso"], "per_round_ratio": per_round, "targets_met": targets}

@@ -43,7 +43,8 @@ def probe(args: argparse.Namespace) -> dict:
         backend.close()
         good = [r for r in results if r.error is None]
         tokens = sum(r.completion_tokens or 0 for r in good)
-        info.update(ok=len(good) == len(requests), requests=len(requests), results=len(results), without_error=len(good),
+        info.update(ok=len(good) == len(requests), requests=len(requests), results=len(results),
+                    without_error=len(good),
                     completion_tokens=tokens, generate_s=round(elapsed, 2), tokens_per_s=tokens / elapsed,
                     errors=sorted({r.error for r in results if r.error})[:5])
     except Exception as exc:

@@ -13,8 +13,9 @@ model size (``0.5b``, ``1.5b``), then options:
   sequence instead of varlen flash attention (tso-train, packed only);
 * ``bf16w``: TRL with its weights in bf16 (default: TRL's own fp32 weights under bf16 autocast).
 
-    >>> parse_arm("z2-packed-0.5b-mb16-gc")
-    Arm(name='z2-packed-0.5b-mb16-gc', engine='z2', size='0.5b', packed=True, kernel='varlen', micro_batch=16, checkpointing=True, fused_head=False, compile=False, bf16_weights=False)
+    >>> parse_arm("z2-packed-0.5b-mb16-gc")  # doctest: +NORMALIZE_WHITESPACE
+    Arm(name='z2-packed-0.5b-mb16-gc', engine='z2', size='0.5b', packed=True, kernel='varlen', micro_batch=16,
+        checkpointing=True, fused_head=False, compile=False, bf16_weights=False)
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def test_locked_catalog_gives_clear_error(catalog: Catalog) -> None:
     import time
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(catalog.db_path)!r}); print('x', flush=True); time.sleep(30)"],
+        [sys.executable, "-c",
+         f"import duckdb,time; c=duckdb.connect({str(catalog.db_path)!r}); print('x', flush=True); time.sleep(30)"],
         stdout=subprocess.PIPE,
     )
     try:

@@ -56,28 +56,33 @@ def arithmetic(rng: random.Random) -> Task:
 
 def reverse_word(rng: random.Random) -> Task:
     word = rng.choice(WORDS) + rng.choice(WORDS)
-    return "strings", f"Write the word '{word}' backwards.", word[::-1], f"Reading '{word}' from the last letter to the first."
+    return ("strings", f"Write the word '{word}' backwards.", word[::-1],
+            f"Reading '{word}' from the last letter to the first.")
 
 
 def count_letter(rng: random.Random) -> Task:
     word = rng.choice(WORDS) + rng.choice(WORDS)
     letter = rng.choice(sorted(set(word)))
     n = word.count(letter)
-    return "strings", f"How many times does the letter '{letter}' occur in '{word}'?", str(n), f"Scanning '{word}' finds '{letter}' {n} time(s)."
+    return ("strings", f"How many times does the letter '{letter}' occur in '{word}'?", str(n),
+            f"Scanning '{word}' finds '{letter}' {n} time(s).")
 
 
 def sort_numbers(rng: random.Random) -> Task:
     nums = rng.sample(range(1, 100), rng.randint(4, 7))
     answer = ", ".join(map(str, sorted(nums)))
-    return "lists", f"Sort these numbers from smallest to largest: {', '.join(map(str, nums))}.", answer, "Comparing the numbers pairwise gives the order."
+    return ("lists", f"Sort these numbers from smallest to largest: {', '.join(map(str, nums))}.", answer,
+            "Comparing the numbers pairwise gives the order.")
 
 
 def max_number(rng: random.Random) -> Task:
     nums = rng.sample(range(1, 500), rng.randint(4, 8))
-    return "lists", f"Which is the largest of: {', '.join(map(str, nums))}?", str(max(nums)), f"{max(nums)} is larger than every other number in the list."
+    return ("lists", f"Which is the largest of: {', '.join(map(str, nums))}?", str(max(nums)),
+            f"{max(nums)} is larger than every other number in the list.")
 
 
-TASKS: list[Callable[[random.Random], Task]] = [arithmetic, arithmetic, reverse_word, count_letter, sort_numbers, max_number]
+TASKS: list[Callable[[random.Random], Task]] = [arithmetic, arithmetic, reverse_word, count_letter, sort_numbers,
+                                                max_number]
 
 
 def corrupt(answer: str, rng: random.Random) -> str:
@@ -118,7 +123,8 @@ def judge_score(text: str, answer: str, key: str) -> float:
 def judgment(pid: str, model: str, text: str, answer: str) -> dict[str, object]:
     score = judge_score(text, answer, f"{pid}:{model}:{text}")
     verdict = "correct" if score >= 7 else "wrong"
-    return {"prompt_id": pid, "model": model, "score": score, "review": f"The final answer is {verdict}.\nScore: {score:g}"}
+    return {"prompt_id": pid, "model": model, "score": score,
+            "review": f"The final answer is {verdict}.\nScore: {score:g}"}
 
 
 def main() -> None:
@@ -143,7 +149,8 @@ def main() -> None:
                 responses.append({"prompt_id": pid, "model": model, "sample_index": sample, "response": out})
                 judgments.append(judgment(pid, model, out, answer) | {"sample_index": sample})
     models = [
-        {"name": m, "family": "acme", "version": str(v), "size_b": s, "note": f"fictional demo model, mistake rate {r:.0%}"}
+        {"name": m, "family": "acme", "version": str(v), "size_b": s,
+         "note": f"fictional demo model, mistake rate {r:.0%}"}
         for m, (v, s, r) in MODELS.items()
     ]
     OUT.mkdir(parents=True, exist_ok=True)

@@ -84,8 +84,10 @@ def plot_training(runs: dict[str, Path], path: Path) -> None:
             seg = [r for r in rows if r["part"] == part]
             steps = [r["step"] for r in seg]
             first = part == rows[0]["part"]
-            ax_r.plot(steps, [r["rewards/chosen"] for r in seg], color="tab:green", label="chosen r_w" if first else None)
-            ax_r.plot(steps, [r["rewards/rejected"] for r in seg], color="tab:red", label="rejected r_l" if first else None)
+            ax_r.plot(steps, [r["rewards/chosen"] for r in seg], color="tab:green",
+                      label="chosen r_w" if first else None)
+            ax_r.plot(steps, [r["rewards/rejected"] for r in seg], color="tab:red",
+                      label="rejected r_l" if first else None)
             ax_w.plot(steps, [r["grad_weight"] for r in seg], color="tab:blue", label="σ(−h)" if first else None)
             for ax in (ax_r, ax_w):
                 ax.axvline(steps[0] - 0.5, color="grey", linestyle=":", linewidth=1,

@@ -116,10 +116,12 @@ def arms(catalog: Catalog, known: list[dict[str, Any]], base: str, base_scores: 
     judged = set(catalog.arrow(f"SELECT DISTINCT source FROM judgments WHERE judge = ? AND source IN "
                                f"({', '.join('?' * len(names))})", [JUDGE, *names]).column("source").to_pylist())
     s = scores(catalog, [base, *sorted(judged)], baseline=base)
-    pairs = {r["snapshot_id"]: r["n_pairs"] for r in catalog.arrow("SELECT snapshot_id, n_pairs FROM snapshots").to_pylist()}
+    snapshots = catalog.arrow("SELECT snapshot_id, n_pairs FROM snapshots").to_pylist()
+    pairs = {r["snapshot_id"]: r["n_pairs"] for r in snapshots}
     out = []
     for arm, group in sorted(members.items()):
-        seeds = [{"seed": m.get("seed"), "model": m["model"], "pairs": pairs.get(m.get("snapshot", "")), **s[m["model"]]}
+        seeds = [{"seed": m.get("seed"), "model": m["model"], "pairs": pairs.get(m.get("snapshot", "")),
+                  **s[m["model"]]}
                  for m in group if m["model"] in s]
         if not seeds:
             continue

@@ -84,14 +84,17 @@ def test_seed_2_pow_63_minus_1_builds(base_catalog: Path, tmp_path: Path) -> Non
 def test_round_without_its_own_table_is_warned(base_catalog: Path, tmp_path: Path) -> None:
     cat = copy_of(base_catalog, tmp_path)  # the demo's round.toml has no [round.R] tables
     report = json.loads(ok("build", "--round", "2", "--dry-run", "-c", str(cat), "--json").stdout)
-    assert any("has no [round.2] table" in w and "'acme-v2-1b'" in w and "--base-model" in w for w in report["warnings"])
-    named = json.loads(ok("build", "--round", "2", "--dry-run", "--base-model", "acme-v3-1b", "-c", str(cat), "--json").stdout)
+    assert any("has no [round.2] table" in w and "'acme-v2-1b'" in w and "--base-model" in w
+               for w in report["warnings"])
+    named = json.loads(ok("build", "--round", "2", "--dry-run", "--base-model", "acme-v3-1b", "-c", str(cat),
+                          "--json").stdout)
     assert not any("[round.2]" in w for w in named["warnings"])
 
 
 def _dotted_family(cat: Path) -> None:
     ok("init", str(cat))
-    for name, version, size in [("x-2.5-s", "2.5", 1), ("x-3-s", "3", 1), ("x-3.1-s", "3.1", 1), ("x-3.10-s", "v3.10", 1),
+    for name, version, size in [("x-2.5-s", "2.5", 1), ("x-3-s", "3", 1), ("x-3.1-s", "3.1", 1),
+                                ("x-3.10-s", "v3.10", 1),
                                 ("x-3.9-l", "3.9", 7), ("x-v1.3-l", "v1.3", 7)]:
         ok("models", "add", name, "--family", "x", "--version", version, "--size-b", str(size), "-c", str(cat))
 
@@ -150,12 +153,15 @@ def served(tmp_path: Path):
     stub = StubServer(latency_s=0.0).start_in_thread()
     cat = tmp_path / "cat"
     ok("init", str(cat))
-    ok("models", "add", "m", "--family", "f", "--version", "1", "--size-b", "1", "--endpoint", stub.base_url, "-c", str(cat))
+    ok("models", "add", "m", "--family", "f", "--version", "1", "--size-b", "1", "--endpoint", stub.base_url, "-c",
+       str(cat))
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"q{i} [[faults:401]]"}) + "\n" for i in range(3)), encoding="utf-8")
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"q{i} [[faults:401]]"}) + "\n" for i in range(3)),
+                       encoding="utf-8")
     ok("ingest", "prompts", str(prompts), "-c", str(cat))
     answers = tmp_path / "a.jsonl"
-    answers.write_text("".join(json.dumps({"id": f"q{i}", "answer": f"a{i}"}) + "\n" for i in range(3)), encoding="utf-8")
+    answers.write_text("".join(json.dumps({"id": f"q{i}", "answer": f"a{i}"}) + "\n" for i in range(3)),
+                       encoding="utf-8")
     ok("ingest", "answers", str(answers), "-c", str(cat))
     yield cat
     stub.stop()
@@ -190,7 +196,8 @@ def test_every_request_failing_exits_2(served: Path, tmp_path: Path) -> None:
 
 # -- ingest beside readers (item 10) --------------------------------------------------------
 
-READER = "import duckdb, sys; duckdb.connect(sys.argv[1], read_only=True).execute('SELECT count(*) FROM prompts').fetchall()"
+READER = ("import duckdb, sys; "
+          "duckdb.connect(sys.argv[1], read_only=True).execute('SELECT count(*) FROM prompts').fetchall()")
 
 
 def test_a_reader_gets_in_while_an_ingest_checks_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,7 +208,8 @@ def test_a_reader_gets_in_while_an_ingest_checks_its_file(tmp_path: Path, monkey
     prepare_prompts = kinds.PREPARE_BY_KIND["prompts"]
 
     def checking(job) -> None:  # the checks of the file run now: may another process read?
-        seen.append(subprocess.run([sys.executable, "-c", READER, str(catalog.db_path)], capture_output=True).returncode)
+        seen.append(subprocess.run([sys.executable, "-c", READER, str(catalog.db_path)],
+                                   capture_output=True).returncode)
         prepare_prompts(job)
 
     monkeypatch.setitem(kinds.PREPARE_BY_KIND, "prompts", checking)
@@ -267,14 +275,16 @@ def test_two_generate_runs_of_one_model_never_send_the_same_request(tmp_path: Pa
     try:
         cat = tmp_path / "cat"
         ok("init", str(cat))
-        ok("models", "add", "m", "--family", "f", "--version", "1", "--size-b", "1", "--endpoint", stub.base_url, "-c", str(cat))
+        ok("models", "add", "m", "--family", "f", "--version", "1", "--size-b", "1", "--endpoint", stub.base_url, "-c",
+           str(cat))
         prompts = tmp_path / "p.jsonl"
         prompts.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(24)), encoding="utf-8")
         ok("ingest", "prompts", str(prompts), "-c", str(cat))
         first = subprocess.Popen(
-            [sys.executable, "-c", "from tso_data.cli.main import cli; cli()", "generate", "-c", str(cat), "--model", "m",
-             "--concurrency", "2", "--client-processes", "1", "--no-progress"],
-            env={k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-c", "from tso_data.cli.main import cli; cli()", "generate", "-c", str(cat),
+             "--model", "m", "--concurrency", "2", "--client-processes", "1", "--no-progress"],
+            env={k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 60
         while not stub.server.log:  # the first run has planned, claimed and started sending

@@ -50,8 +50,8 @@ def write_snapshot(path: Path, pairs: list[dict], **kw) -> Path:
 
 def write_plain_pairs(path: Path, pairs: list[dict]) -> Path:
     """A plain TRL preference file (no tso.* metadata): named by its content, not an id."""
-    pq.write_table(pa.table({c: pa.array([p[c] for p in pairs], type=TRAIN.MESSAGES) for c in ("prompt", "chosen", "rejected")}),
-                   path)
+    columns = ("prompt", "chosen", "rejected")
+    pq.write_table(pa.table({c: pa.array([p[c] for p in pairs], type=TRAIN.MESSAGES) for c in columns}), path)
     return path
 
 
@@ -107,7 +107,8 @@ def build_templates(root: Path, model: Path) -> Path:
     write_snapshot(root / "snap.parquet", good_pairs())
     write_plain_pairs(root / "other.parquet", good_pairs(salt=" Please answer."))
     write_conversations(root / "sft.parquet")
-    for command in (["fit", str(root / "snap.parquet"), "--model", str(model), "--out", str(root / "run"), *FIT_RUN_FLAGS],
+    for command in (["fit", str(root / "snap.parquet"), "--model", str(model), "--out", str(root / "run"),
+                     *FIT_RUN_FLAGS],
                     ["sft", str(root / "sft.parquet"), "--model", str(model), "--out", str(root / "sft-run"),
                      *SFT_RUN_FLAGS]):
         proc = subprocess.run([sys.executable, "-m", "tso_train.cli", *command], env=TRAIN.env_for_subprocess(),

@@ -53,18 +53,22 @@ def real_catalog(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("real") / "cat"
     run_cli("init", str(root))
     c = ["-c", str(root)]
-    mt, si, ve = shared_data / "mt_bench", shared_data / "self_instruct_user_oriented", shared_data / "vicuna_eval_gpt4_review"
+    mt, si = shared_data / "mt_bench", shared_data / "self_instruct_user_oriented"
+    ve = shared_data / "vicuna_eval_gpt4_review"
     run_cli("models", "import", str(mt / "models.jsonl"), *c)
     run_cli("models", "import", str(si / "models.jsonl"), *c)
     catalog = Catalog.open(root)
     register_vicuna_eval_models(catalog, shared_data)
-    run_cli("ingest", "prompts", str(mt / "questions.jsonl"), "--set", "source=mt_bench", "--map", "turns=turn_1,turn_2", *c)
+    run_cli("ingest", "prompts", str(mt / "questions.jsonl"), "--set", "source=mt_bench", "--map",
+            "turns=turn_1,turn_2", *c)
     run_cli("ingest", "responses", str(mt / "responses.jsonl"), "--prompt-source", "mt_bench", *c)
     run_cli("ingest", "prompts", str(si / "prompts.jsonl"), "--set", "source=self_instruct", *c)
-    run_cli("ingest", "answers", str(si / "prompts.jsonl"), "--map", "turns=human_output", "--prompt-source", "self_instruct", *c)
+    run_cli("ingest", "answers", str(si / "prompts.jsonl"), "--map", "turns=human_output", "--prompt-source",
+            "self_instruct", *c)
     run_cli("ingest", "responses", str(si / "responses.jsonl"), "--prompt-source", "self_instruct", *c)
     run_cli("ingest", "prompts", str(ve / "questions.jsonl"), "--set", "source=vicuna_eval", *c)
-    run_cli("ingest", "responses", str(ve / "responses.jsonl"), "--map", "turns=text", "--prompt-source", "vicuna_eval", *c)
+    run_cli("ingest", "responses", str(ve / "responses.jsonl"), "--map", "turns=text", "--prompt-source", "vicuna_eval",
+            *c)
     run_cli("ingest", "judgments", str(ve / "judgments.jsonl"), "--prompt-source", "vicuna_eval",
             "--map", "model=model_1,model_2", "--map", "score=score_1,score_2", *c)
     return catalog

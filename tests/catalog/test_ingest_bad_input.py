@@ -21,7 +21,8 @@ def seeded(tmp_path: Path, cli_run) -> Catalog:
     root = tmp_path / "cat"
     cli_run("init", str(root))
     cli_run("models", "add", "m-v1-7b", "--family", "m", "--version", "1", "--size-b", "7", "-c", str(root))
-    write_jsonl(tmp_path / "p.jsonl", [{"id": "q1", "prompt": "What is 2+2?"}, {"id": "q2", "prompt": "Name a colour."}])
+    write_jsonl(tmp_path / "p.jsonl",
+                [{"id": "q1", "prompt": "What is 2+2?"}, {"id": "q2", "prompt": "Name a colour."}])
     cli_run("ingest", "prompts", str(tmp_path / "p.jsonl"), "-c", str(root))
     write_jsonl(tmp_path / "r.jsonl", [{"prompt_id": "q1", "model": "m-v1-7b", "response": "4"}])
     cli_run("ingest", "responses", str(tmp_path / "r.jsonl"), "-c", str(root))
@@ -54,7 +55,8 @@ def fails(cli_run, catalog: Catalog, *args: str) -> str:
 
 def test_malformed_json_line(seeded: Catalog, tmp_path: Path, cli_run) -> None:
     f = tmp_path / "bad.jsonl"
-    f.write_text('{"id": "a", "prompt": "fine"}\n{"id": "b", "prompt": "fine too"}\n{"id": "c", "prompt": \n', encoding="utf-8")
+    f.write_text('{"id": "a", "prompt": "fine"}\n{"id": "b", "prompt": "fine too"}\n{"id": "c", "prompt": \n',
+                 encoding="utf-8")
     line = fails(cli_run, seeded, "ingest", "prompts", str(f))
     assert f"{f}:3: malformed JSON" in line
 
@@ -144,7 +146,8 @@ def test_missing_file(seeded: Catalog, tmp_path: Path, cli_run) -> None:
 def test_locked_catalog(seeded: Catalog, tmp_path: Path, cli_run, monkeypatch: pytest.MonkeyPatch) -> None:
     f = write_jsonl(tmp_path / "ok.jsonl", [{"prompt": "a new prompt"}])
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(seeded.db_path)!r}); print('x', flush=True); time.sleep(60)"],
+        [sys.executable, "-c",
+         f"import duckdb,time; c=duckdb.connect({str(seeded.db_path)!r}); print('x', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE,
     )
     try:

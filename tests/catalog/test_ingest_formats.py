@@ -68,7 +68,8 @@ def test_every_format_gives_the_same_rows(base: Catalog, tmp_path: Path, fmt: st
 
 def test_multi_turn_prompts_and_answers(catalog: Catalog, tmp_path: Path) -> None:
     f = tmp_path / "q.jsonl"
-    f.write_text(json.dumps({"question_id": 81, "turn_1": "Write a poem.", "turn_2": "Now shorter."}) + "\n", encoding="utf-8")
+    f.write_text(json.dumps({"question_id": 81, "turn_1": "Write a poem.", "turn_2": "Now shorter."}) + "\n",
+                 encoding="utf-8")
     ingest_files(catalog, "prompts", [f], constants={"source": "mt"})  # turn_1, turn_2 found by name
     row = catalog.arrow("SELECT messages, n_turns, external_id FROM prompts").to_pylist()[0]
     assert row["n_turns"] == 2 and row["external_id"] == "81"
@@ -94,12 +95,16 @@ def test_feedback_targets_must_exist(base: Catalog, tmp_path: Path) -> None:
     )
     report = ingest_files(base, "feedback", [fb], mapping={"prompt": "qid"}, constants={"annotator": "human:ana"})
     assert report.new == 2
-    rows = base.arrow("SELECT feedback_id, target_id, rubric, annotator, score, rationale, split FROM feedback ORDER BY score").to_pylist()
+    rows = base.arrow("SELECT feedback_id, target_id, rubric, annotator, score, rationale, split "
+                      "FROM feedback ORDER BY score").to_pylist()
     assert [r["split"] for r in rows] == ["train", "heldout"]
-    assert all(r["feedback_id"] == ids.feedback_id(r["target_id"], r["rubric"], r["annotator"], r["score"], r["rationale"]) for r in rows)
-    assert ingest_files(base, "feedback", [fb], mapping={"prompt": "qid"}, constants={"annotator": "human:ana"}).new == 0
+    assert all(r["feedback_id"] == ids.feedback_id(r["target_id"], r["rubric"], r["annotator"], r["score"],
+                                                   r["rationale"]) for r in rows)
+    assert ingest_files(base, "feedback", [fb], mapping={"prompt": "qid"},
+                        constants={"annotator": "human:ana"}).new == 0
     missing = tmp_path / "fb2.jsonl"
-    missing.write_text(json.dumps({"target_id": "0123456789abcdef", "score": 3, "annotator": "human"}) + "\n", encoding="utf-8")
+    missing.write_text(json.dumps({"target_id": "0123456789abcdef", "score": 3, "annotator": "human"}) + "\n",
+                       encoding="utf-8")
     with pytest.raises(TSODataError, match="fb2.jsonl:1: field 'target_id': no response or answer with id"):
         ingest_files(base, "feedback", [missing])
 
@@ -122,7 +127,7 @@ def test_sql_prompt_ids_equal_python_ids(texts: list[str]) -> None:
 def test_judgments_by_target_id_and_unparsed_scores(base: Catalog, tmp_path: Path) -> None:
     path = _write("jsonl", tmp_path / "r")
     ingest_files(base, "responses", [path], mapping={"prompt": "qid", "turns": "answer"})
-    targets = [r["response_id"] for r in base.arrow("SELECT response_id FROM responses ORDER BY response_id").to_pylist()]
+    targets = base.arrow("SELECT response_id FROM responses ORDER BY response_id").column("response_id").to_pylist()
     f = tmp_path / "j.jsonl"
     f.write_text(
         json.dumps({"target_id": targets[0], "score": 7.5, "raw_text": "fine. Score: 7.5"}) + "\n"
@@ -131,12 +136,14 @@ def test_judgments_by_target_id_and_unparsed_scores(base: Catalog, tmp_path: Pat
     )
     report = ingest_files(base, "judgments", [f], constants={"judge": "j1", "rubric": "factuality"})
     assert report.new == 2 and report.files[0].not_ok == 1
-    rows = base.arrow("SELECT target_id, status, score, rubric, judge, raw_text FROM judgments ORDER BY target_id").to_pylist()
+    rows = base.arrow("SELECT target_id, status, score, rubric, judge, raw_text "
+                      "FROM judgments ORDER BY target_id").to_pylist()
     assert [(r["status"], r["score"]) for r in rows] == [("ok", 7.5), ("unparsed", None)]
     assert rows[1]["raw_text"] == "I cannot rate this." and {r["rubric"] for r in rows} == {"factuality"}
     # the same judgment with another score is a conflict, not a silent second row
     g = tmp_path / "j2.jsonl"
-    g.write_text(json.dumps({"target_id": targets[0], "score": 3, "raw_text": "fine. Score: 7.5"}) + "\n", encoding="utf-8")
+    g.write_text(json.dumps({"target_id": targets[0], "score": 3, "raw_text": "fine. Score: 7.5"}) + "\n",
+                 encoding="utf-8")
     with pytest.raises(TSODataError, match="j2.jsonl:1: field 'judgment_id': the catalog already holds"):
         ingest_files(base, "judgments", [g], constants={"judge": "j1", "rubric": "factuality"})
     # with --scale none, a 0 is a real score

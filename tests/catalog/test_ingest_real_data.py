@@ -37,7 +37,8 @@ def test_mt_bench_counts_match_the_files(real_catalog: Catalog, shared_data: Pat
     assert stored == [{"turns": [first["turn_1"], first["turn_2"]]}]
 
 
-def test_self_instruct_prompts_answers_and_responses(real_catalog: Catalog, shared_data: Path, cli_run, read_jsonl) -> None:
+def test_self_instruct_prompts_answers_and_responses(real_catalog: Catalog, shared_data: Path, cli_run,
+                                                     read_jsonl) -> None:
     si = shared_data / "self_instruct_user_oriented"
     prompts = read_jsonl(si / "prompts.jsonl")
     responses = read_jsonl(si / "responses.jsonl")
@@ -74,7 +75,8 @@ def test_ids_equal_the_python_definitions(real_catalog: Catalog, cli_run, read_j
         assert row["response_id"] == ids.response_id(row["prompt_id"], row["model"], "ingested", row["sample_index"])
 
 
-def test_vicuna_gpt4_reviews_become_two_judgments_per_row(real_catalog: Catalog, shared_data: Path, cli_run, read_jsonl) -> None:
+def test_vicuna_gpt4_reviews_become_two_judgments_per_row(real_catalog: Catalog, shared_data: Path, cli_run,
+                                                          read_jsonl) -> None:
     reviews = read_jsonl(shared_data / "vicuna_eval_gpt4_review" / "judgments.jsonl")
     rows = real_catalog.arrow(
         "SELECT source, status, score, raw_text, scale_min, scale_max FROM judgments"
@@ -98,17 +100,20 @@ def test_vicuna_gpt4_reviews_become_two_judgments_per_row(real_catalog: Catalog,
 
 
 def test_second_ingest_adds_nothing_and_says_so(real_catalog: Catalog, shared_data: Path, cli_run, read_jsonl) -> None:
-    before = {t: real_catalog.scalar(f"SELECT count(*) FROM {t}") for t in ("prompts", "answers", "responses", "judgments")}
+    tables = ("prompts", "answers", "responses", "judgments")
+    before = {t: real_catalog.scalar(f"SELECT count(*) FROM {t}") for t in tables}
     c = ["-c", str(real_catalog.root)]
     mt = shared_data / "mt_bench"
-    out = cli_run("ingest", "responses", str(mt / "responses.jsonl"), "--prompt-source", "mt_bench", "--json", *c).output
+    out = cli_run("ingest", "responses", str(mt / "responses.jsonl"), "--prompt-source", "mt_bench", "--json",
+                  *c).output
     report = json.loads(out[out.index("{"):])
     assert report["new"] == 0 and report["files"][0]["existing"] == 2480
     ve = shared_data / "vicuna_eval_gpt4_review"
     text = cli_run("ingest", "judgments", str(ve / "judgments.jsonl"), "--prompt-source", "vicuna_eval",
                    "--map", "model=model_1,model_2", "--map", "score=score_1,score_2", *c).output
     assert "nothing new" in text
-    cli_run("ingest", "prompts", str(mt / "questions.jsonl"), "--set", "source=mt_bench", "--map", "turns=turn_1,turn_2", *c)
+    cli_run("ingest", "prompts", str(mt / "questions.jsonl"), "--set", "source=mt_bench", "--map",
+            "turns=turn_1,turn_2", *c)
     after = {t: real_catalog.scalar(f"SELECT count(*) FROM {t}") for t in before}
     assert after == before
 

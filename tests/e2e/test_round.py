@@ -78,7 +78,8 @@ def test_every_cell_answered_every_prompt_once(catalog: Catalog) -> None:
 def test_every_answer_judged_by_the_verifier(catalog: Catalog) -> None:
     unjudged = catalog.scalar(
         "SELECT count(*) FROM responses r WHERE r.model IN ('arith-v1-s','arith-v1-l','arith-v2-s','arith-v2-l') "
-        "AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.target_id = r.response_id AND j.status = 'ok' AND j.judge = ?)",
+        "AND NOT EXISTS (SELECT 1 FROM judgments j "
+        "                WHERE j.target_id = r.response_id AND j.status = 'ok' AND j.judge = ?)",
         [JUDGE],
     )
     assert unjudged == 0
@@ -120,7 +121,8 @@ def test_snapshot_matches_the_round_config(work: Path, catalog: Catalog) -> None
         assert row["chosen"] != row["rejected"]
     tau = catalog.scalar(
         "SELECT avg(j.score) FROM judgments j JOIN responses r ON r.response_id = j.target_id "
-        "JOIN prompts p ON p.prompt_id = r.prompt_id WHERE r.model = 'arith-v2-s' AND p.split = 'train' AND j.status = 'ok'"
+        "JOIN prompts p ON p.prompt_id = r.prompt_id "
+        "WHERE r.model = 'arith-v2-s' AND p.split = 'train' AND j.status = 'ok'"
     )
     assert snap["tau"] == pytest.approx(tau)
 

@@ -27,7 +27,8 @@ def alpaca_rows(n: int, seed: int, model: str = "my-model", weird: bool = False)
             preference = 0.0  # AlpacaEval's legacy draw
         if weird and i % 11 == 5:
             preference = None  # a failed annotation
-        rows.append({"instruction": f"Explain idea {i}.", "output_1": "baseline says " + "x" * int(rng.integers(20, 400)),
+        rows.append({"instruction": f"Explain idea {i}.",
+                     "output_1": "baseline says " + "x" * int(rng.integers(20, 400)),
                      "generator_1": "gpt4_1106_preview", "dataset": "helpful_base" if i % 2 else "koala",
                      "output_2": f"{model} says " + "y" * int(rng.integers(10, 600)), "generator_2": model,
                      "annotator": "weighted_alpaca_eval_gpt4_turbo", "preference": preference,
@@ -39,7 +40,8 @@ def invoke(*args: str) -> object:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
-def test_alpaca_eval_annotations_give_alpaca_evals_numbers(catalog: Catalog, tmp_path: Path, alpaca_eval_metrics) -> None:
+def test_alpaca_eval_annotations_give_alpaca_evals_numbers(catalog: Catalog, tmp_path: Path,
+                                                           alpaca_eval_metrics) -> None:
     rows = alpaca_rows(60, seed=1, weird=True)
     path = write_alpaca_annotations(tmp_path / "annotations.json", rows)
     result = invoke("ingest", "verdicts", str(path), "-c", str(catalog.root), "--json")
@@ -61,7 +63,8 @@ def test_alpaca_eval_annotations_give_alpaca_evals_numbers(catalog: Catalog, tmp
     assert ours["discrete_win_rate"] == pytest.approx(theirs["discrete_win_rate"], abs=1e-9)
     assert (ours["n_wins"], ours["n_losses"], ours["n_draws"], ours["n_pairwise"]) == (
         theirs["n_wins"], theirs["n_wins_base"], theirs["n_draws"], theirs["n_total"])
-    assert ours["avg_length"] == pytest.approx(np.mean([len(r["output_2"]) for r in rows if r["preference"] is not None]))
+    judged = [r for r in rows if r["preference"] is not None]
+    assert ours["avg_length"] == pytest.approx(np.mean([len(r["output_2"]) for r in judged]))
 
 
 def test_given_difficulties_reproduce_alpaca_evals_lc_win_rate(catalog: Catalog, tmp_path: Path, alpaca_eval_metrics,
@@ -129,7 +132,7 @@ def _mt_bench_catalog(catalog: Catalog, shared_data: Path, tmp_path: Path, model
                       questions: tuple[int, ...]) -> dict[tuple[int, str], dict[str, str]]:
     """MT-Bench questions and two models' real answers, through the normal ingest commands."""
     src = shared_data / "mt_bench"
-    picked = [json.loads(line) for line in open(src / "questions.jsonl") if json.loads(line)["question_id"] in questions]
+    picked = [q for q in map(json.loads, open(src / "questions.jsonl")) if q["question_id"] in questions]
     (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in picked))
     answers = {(r["question_id"], r["model"]): r for r in map(json.loads, open(src / "responses.jsonl"))
                if r["question_id"] in questions and r["model"] in models}
@@ -179,7 +182,8 @@ def test_fastchat_pairwise_judgments_over_real_mt_bench_answers(catalog: Catalog
     result = CliRunner().invoke(cli, ["ingest", "verdicts", str(path), "-c", str(catalog.root),
                                       "--prompt-source", "mt_bench", "--set", "judge=other"])
     assert result.exit_code == 2
-    assert "gpt-4_pair.jsonl:2: field 'g2_user_prompt': the answer of 'vicuna-13b-v1.3' shown to the judge" in result.output
+    assert ("gpt-4_pair.jsonl:2: field 'g2_user_prompt': the answer of 'vicuna-13b-v1.3' shown to the judge"
+            in result.output)
 
 
 def test_a_fastchat_winner_outside_the_scale_stores_nothing(catalog: Catalog, tmp_path: Path) -> None:

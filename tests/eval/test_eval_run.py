@@ -72,7 +72,8 @@ def test_pairwise_verdicts_in_both_orders_and_alpaca_eval_columns(tmp_path: Path
         100.0, HELDOUT, HELDOUT, 100.0)
     assert long_row["avg_length"] > 20 and long_row["lc_win_rate"] is not None
     assert run["difficulty"] == "estimated from 1 model"
-    stored = catalog.arrow("SELECT shown_first, preference, source_1, source_2 FROM verdicts ORDER BY shown_first").to_pylist()
+    stored = catalog.arrow(
+        "SELECT shown_first, preference, source_1, source_2 FROM verdicts ORDER BY shown_first").to_pylist()
     assert {(r["shown_first"], r["preference"], r["source_1"], r["source_2"]) for r in stored} == {
         (1, 2.0, "short", "long"), (2, 2.0, "short", "long")}
     shown = [replies_of(entry.messages) for entry in verdict_stub.server.log if "[Reply A]" in entry.key]
@@ -121,7 +122,8 @@ def test_unparsed_verdicts_are_retried_kept_as_text_and_reparsed_without_calls(t
 
 @pytest.mark.parametrize("args,message", [
     (["--models", "short,nopath", "--judge", FN_JUDGE],
-     "error: model 'nopath' lacks answers to 6 prompt(s) of split 'heldout': model 'nopath' has neither a path nor an endpoint"),
+     "error: model 'nopath' lacks answers to 6 prompt(s) of split 'heldout': "
+     "model 'nopath' has neither a path nor an endpoint"),
     (["--models", "short", "--baseline", "nopath", "--judge", FN_JUDGE],
      "error: baseline 'nopath' has no answers on split 'heldout' (and no path or endpoint to generate them)"),
     (["--models", "short", "--baseline", "nopath", "--judge", FN_JUDGE, "--stored-only"],

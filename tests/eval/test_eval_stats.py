@@ -18,7 +18,8 @@ from tso_data.eval.verdicts import parse_verdict, preference_of
 
 scores = st.lists(st.floats(1, 10, allow_nan=False).map(lambda x: round(x, 2)), min_size=1, max_size=30)
 # preferences as a judge gives them: discrete verdicts, averages of two orders, weighted values
-preferences = st.lists(st.one_of(st.sampled_from([1.0, 1.25, 1.5, 1.75, 2.0]), st.floats(1, 2)), min_size=2, max_size=60)
+preferences = st.lists(st.one_of(st.sampled_from([1.0, 1.25, 1.5, 1.75, 2.0]), st.floats(1, 2)), min_size=2,
+                       max_size=60)
 
 
 @settings(max_examples=60, deadline=None)

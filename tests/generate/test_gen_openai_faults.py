@@ -67,7 +67,8 @@ def test_every_fault_is_retried_and_nothing_is_lost_or_duplicated(catalog: Catal
     assert 0.9 <= slow[1] - slow[0] < 2.5
 
 
-def test_persistent_failure_is_recorded_then_retried_and_cleared(catalog: Catalog, stub: RunningStub, add_prompts, single_turn) -> None:
+def test_persistent_failure_is_recorded_then_retried_and_cleared(catalog: Catalog, stub: RunningStub, add_prompts,
+                                                                 single_turn) -> None:
     add_model(catalog, "stub-v1-1b", family="stub", version="1", size_b=1, endpoint=stub.base_url)
     [bad, good] = add_prompts(catalog, single_turn(["[[faults:500,500,500]] z", "fine"]))
 

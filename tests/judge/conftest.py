@@ -14,7 +14,8 @@ from tso_data.ids import answer_id, feedback_id, prompt_id, response_id
 from tso_data.matrix import add_model
 
 
-def add_prompt(catalog: Catalog, messages: list[dict[str, str]], *, split: str = "train", category: str | None = None) -> str:
+def add_prompt(catalog: Catalog, messages: list[dict[str, str]], *, split: str = "train",
+               category: str | None = None) -> str:
     pid = prompt_id(messages)
     n_turns = sum(1 for m in messages if m["role"] == "user")
     with catalog.connect(read_only=False) as con:
@@ -97,7 +98,8 @@ class ScriptedBackend:
 def _fill_small_catalog(catalog: Catalog) -> dict[str, object]:
     add_models(catalog, "m-base", "m-big")
     p1 = add_prompt(catalog, [{"role": "user", "content": "What is 2+2?"}])
-    p2 = add_prompt(catalog, [{"role": "user", "content": "Name a prime."}, {"role": "user", "content": "Another one?"}])
+    p2 = add_prompt(catalog,
+                    [{"role": "user", "content": "Name a prime."}, {"role": "user", "content": "Another one?"}])
     return {
         "p1": p1,
         "p2": p2,

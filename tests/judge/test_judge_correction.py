@@ -43,7 +43,8 @@ def test_agreement_on_a_known_case(small_catalog, jh) -> None:
     judged(catalog, "good", dict(zip(targets, [3, 6, 9, 2, 5, 10])), ids)  # human + 1
     judged(catalog, "bad", dict(zip(targets, [9, 5, 2, 9, 6, 1])), ids)    # order reversed in each prompt
     judged(catalog, "partial", dict(zip(targets[:5], [2, 5, 8, 1, 4])), ids)  # misses one item
-    out = json.loads(invoke("judge-agreement", "-c", str(catalog.root), "--judge", "good", "--judge", "bad", "--json").output)
+    out = json.loads(invoke("judge-agreement", "-c", str(catalog.root), "--judge", "good", "--judge", "bad",
+                            "--json").output)
     good, bad = out
     assert good["n"] == bad["n"] == 6 and good["n_missing"] == 0
     assert good["pearson"] == pytest.approx(1.0) and good["spearman"] == pytest.approx(1.0)
@@ -52,7 +53,8 @@ def test_agreement_on_a_known_case(small_catalog, jh) -> None:
     assert bad["pairwise_accuracy"] == 0.0
     assert bad["mae"] == pytest.approx((7 + 0 + 6 + 8 + 2 + 8) / 6)
     # comparing with a judge that lacks an item: every judge is measured on the common items
-    out = json.loads(invoke("judge-agreement", "-c", str(catalog.root), "--judge", "good", "--judge", "partial", "--json").output)
+    out = json.loads(invoke("judge-agreement", "-c", str(catalog.root), "--judge", "good", "--judge", "partial",
+                            "--json").output)
     assert [r["n"] for r in out] == [5, 5] and out[1]["n_missing"] == 1
     assert out[1]["mae"] == 0.0
     table = invoke("judge-agreement", "-c", str(catalog.root), "--judge", "good").output

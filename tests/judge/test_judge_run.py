@@ -65,7 +65,8 @@ def test_model_judge_stores_scores_and_never_numbers_for_unparsed(small_catalog,
     assert {r["judge_version"] for r in stored} == {"v7"}
     # resume: nothing left to do, no calls
     backend4 = scripted(["Score: 1"])
-    out = json.loads(invoke("judge", "-c", str(catalog.root), "--judge", "judge-1", "--model", "m-base", "--json").output)
+    out = json.loads(invoke("judge", "-c", str(catalog.root), "--judge", "judge-1", "--model", "m-base",
+                            "--json").output)
     assert backend4.requests == [] and out["already_ok"] == 6
 
 
@@ -98,7 +99,8 @@ def test_backend_errors_are_stored_as_errors_and_retried(small_catalog, scripted
     assert [(r["status"], r["attempts"]) for r in rows(catalog, "j")] == [("ok", 2)]
     scripted([None])
     # every request of this run failed: exit 2 with one line, the error row kept for the retry
-    failed = invoke("judge", "-c", str(catalog.root), "--judge", "j2", "--model", "m-big", "--max-attempts", "1", "--json")
+    failed = invoke("judge", "-c", str(catalog.root), "--judge", "j2", "--model", "m-big", "--max-attempts", "1",
+                    "--json")
     assert failed.exit_code == 2 and failed.stdout == ""
     assert failed.stderr.strip() == ("error: judge j2: every request failed (1 of 1; e.g. HTTP 500: server error); "
                                      "the failed judgments are stored as 'error' and retried next run")

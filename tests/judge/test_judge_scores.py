@@ -42,7 +42,8 @@ def vicuna_catalog(catalog: Catalog, shared_data, tmp_path):
         rows = [line for line in open(base / name) if json.loads(line)["question_id"] <= 2]
         (tmp_path / name).write_text("".join(rows))
     invoke("ingest", "prompts", str(tmp_path / "questions.jsonl"), "--set", "source=vicuna_eval", *c)
-    invoke("ingest", "responses", str(tmp_path / "responses.jsonl"), "--map", "turns=text", "--prompt-source", "vicuna_eval", *c)
+    invoke("ingest", "responses", str(tmp_path / "responses.jsonl"), "--map", "turns=text", "--prompt-source",
+           "vicuna_eval", *c)
     invoke("ingest", "judgments", str(tmp_path / "judgments.jsonl"), "--prompt-source", "vicuna_eval",
            "--map", "model=model_1,model_2", "--map", "score=score_1,score_2", *c)
     return catalog
@@ -63,7 +64,8 @@ def test_ingested_gpt4_scores_match_their_review_texts(vicuna_catalog, shared_da
     """Every ingested score is what the pairwise parser reads from the stored review text."""
     stored = {
         (r["raw_text"], r["source"]): r["score"]
-        for r in vicuna_catalog.arrow("SELECT raw_text, source, score, status FROM judgments WHERE status = 'ok'").to_pylist()
+        for r in vicuna_catalog.arrow(
+            "SELECT raw_text, source, score, status FROM judgments WHERE status = 'ok'").to_pylist()
     }
     reviews = [r for r in map(json.loads, open(shared_data / "vicuna_eval_gpt4_review" / "judgments.jsonl"))
                if r["question_id"] <= 2]
@@ -109,15 +111,16 @@ def test_weights_failed_judgments_and_per_prompt_shape(small_catalog, jh, tmp_pa
     # a failed judgment of the same target never counts
     with catalog.connect(read_only=False) as con:
         con.execute(
-            "INSERT INTO judgments (judgment_id, target_id, target_kind, prompt_id, source, judge, rubric, rubric_version, "
-            "sample_index, raw_text, score, status, attempts, scale_min, scale_max, created_at) VALUES "
+            "INSERT INTO judgments (judgment_id, target_id, target_kind, prompt_id, source, judge, rubric, "
+            "rubric_version, sample_index, raw_text, score, status, attempts, scale_min, scale_max, created_at) VALUES "
             "('x', ?, 'response', ?, 'm-base', 'J', 'logic', '1', 1, 'no idea', NULL, 'unparsed', 3, 1, 10, now())",
             [ids["base1"][0], ids["p1"]],
         )
     equal = scores_json(catalog, "--base", "m-base", "--judge", "J")
     expected = {t: (fact + logic) / 2 for t, (fact, logic) in base_scores.items()}
     assert equal["tau"]["value"] == pytest.approx(sum(expected.values()) / 6)
-    weighted = scores_json(catalog, "--base", "m-base", "--judge", "J", "--weight", "factuality=3", "--weight", "logic=1")
+    weighted = scores_json(catalog, "--base", "m-base", "--judge", "J", "--weight", "factuality=3", "--weight",
+                           "logic=1")
     expected_w = {t: (3 * fact + logic) / 4 for t, (fact, logic) in base_scores.items()}
     assert weighted["tau"]["value"] == pytest.approx(sum(expected_w.values()) / 6)
     # per-prompt skewness / excess kurtosis: the bias-corrected sample statistics

@@ -42,7 +42,8 @@ def test_tiny_judge_unparsed_rows_are_retried_and_never_numbers(small_catalog, t
     result = CliRunner().invoke(cli, [*args, "--max-attempts", "3"], catch_exceptions=False)
     again = json.loads(result.output.strip().splitlines()[-1])
     assert again["already_ok"] == 6 - len(unparsed) and again["calls"] == len(unparsed)
-    after = {r["judgment_id"]: r for r in catalog.arrow("SELECT * FROM judgments WHERE judge = 'tiny-judge'").to_pylist()}
+    stored = catalog.arrow("SELECT * FROM judgments WHERE judge = 'tiny-judge'").to_pylist()
+    after = {r["judgment_id"]: r for r in stored}
     assert len(after) == 6
     for r in unparsed:
         now = after[r["judgment_id"]]

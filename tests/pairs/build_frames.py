@@ -20,7 +20,8 @@ MSG = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
 
 def models_frame() -> pl.DataFrame:
     rows = [{"name": "human", "kind": "human", "family": None, "version": None, "version_order": None, "size_b": None}]
-    rows += [{"name": n, "kind": "model", "family": "f", "version": str(v), "version_order": v, "size_b": s} for n, v, s in CELLS]
+    rows += [{"name": n, "kind": "model", "family": "f", "version": str(v), "version_order": v,
+              "size_b": s} for n, v, s in CELLS]
     return pl.DataFrame(rows, schema={"name": pl.String, "kind": pl.String, "family": pl.String, "version": pl.String,
                                       "version_order": pl.Int64, "size_b": pl.Float64})
 
@@ -45,9 +46,14 @@ def make_inputs(spec: list[dict]) -> BuildInputs:
             if score is not None:
                 scores.append({"target_id": rid, "score": float(score)})
     return BuildInputs(
-        prompts=pl.DataFrame(prompts, schema={"prompt_id": pl.String, "messages": MSG, "n_turns": pl.Int32, "split": pl.String}),
-        answers=pl.DataFrame(answers, schema={"answer_id": pl.String, "prompt_id": pl.String, "source": pl.String, "turns": pl.List(pl.String)}),
-        responses=pl.DataFrame(responses, schema={"response_id": pl.String, "prompt_id": pl.String, "model": pl.String, "turns": pl.List(pl.String)}),
+        prompts=pl.DataFrame(prompts,
+                             schema={"prompt_id": pl.String, "messages": MSG, "n_turns": pl.Int32, "split": pl.String}),
+        answers=pl.DataFrame(answers,
+                             schema={"answer_id": pl.String, "prompt_id": pl.String, "source": pl.String,
+                                     "turns": pl.List(pl.String)}),
+        responses=pl.DataFrame(responses,
+                               schema={"response_id": pl.String, "prompt_id": pl.String, "model": pl.String,
+                                       "turns": pl.List(pl.String)}),
         scores=pl.DataFrame(scores, schema={"target_id": pl.String, "score": pl.Float64}),
     )
 

@@ -17,7 +17,8 @@ def write(tmp_path, text: str):
 
 
 def test_defaults_round_tables_and_flags_layer(tmp_path) -> None:
-    path = write(tmp_path, 'base_model = "f-v2-7b"\npairs = 100\n[round.2]\npairs = 200\n[round.2.mix]\nmatrix = 3\nbase = 1\n')
+    path = write(tmp_path,
+                 'base_model = "f-v2-7b"\npairs = 100\n[round.2]\npairs = 200\n[round.2.mix]\nmatrix = 3\nbase = 1\n')
     r1 = load_round_config(path, 1)
     assert (r1.pairs, r1.seed, r1.mix_matrix, r1.tau_mode, r1.pairing) == (100, 43, 0.5, "global-mean", "best-worst")
     r2 = load_round_config(path, 2)
@@ -56,7 +57,8 @@ def test_pool_rules() -> None:
     assert pools.positive == {"f-v2-70b": 0.5, "human": 0.5}
     assert set(pools.negative) == {"f-v1-1b", "f-v2-1b", "f-v1-7b"}
     assert all(w == pytest.approx(1 / 3) for w in pools.negative.values())
-    and_rule = resolve_pools(load_round_config(None, 1, {"base_model": "f-v2-7b", "negative": {"sources": ["older-and-smaller"]}}), models)
+    and_config = load_round_config(None, 1, {"base_model": "f-v2-7b", "negative": {"sources": ["older-and-smaller"]}})
+    and_rule = resolve_pools(and_config, models)
     assert set(and_rule.negative) == {"f-v1-1b"}
 
 

@@ -40,7 +40,8 @@ def test_pair_invariants(spec, cap, seed, pairing, tau_mode) -> None:
     pairs = result.pairs
     owners = pl.concat([
         inputs.answers.select(pl.col("answer_id").alias("id"), "prompt_id", "source", "turns"),
-        inputs.responses.select(pl.col("response_id").alias("id"), "prompt_id", pl.col("model").alias("source"), "turns"),
+        inputs.responses.select(pl.col("response_id").alias("id"), "prompt_id", pl.col("model").alias("source"),
+                                "turns"),
     ])
     owner = {r["id"]: r for r in owners.to_dicts()}
     score = dict(inputs.scores.iter_rows())

@@ -73,7 +73,8 @@ def cross_size(shared_data: Path, tmp_path_factory) -> Catalog:
     vpid = dict(zip(vq, add_prompts(catalog, [(_user(t), "train") for t in vq.values()], source="vicuna_eval")))
     samples = {"vicuna-13b:20230322-clean-lang": 0, "vicuna-13b:20230322-new-hp-fp16": 1}
     resp = [r for r in read_jsonl(ve / "responses.jsonl") if r["model"] in samples]
-    rids = add_responses(catalog, [(vpid[r["question_id"]], "vicuna-13b-v1.4", samples[r["model"]], [r["text"]]) for r in resp])
+    rids = add_responses(catalog,
+                         [(vpid[r["question_id"]], "vicuna-13b-v1.4", samples[r["model"]], [r["text"]]) for r in resp])
     rid = {(r["question_id"], r["model"]): i for r, i in zip(resp, rids)}
     rows = []
     for n, j in enumerate(read_jsonl(ve / "judgments.jsonl")):
@@ -81,7 +82,8 @@ def cross_size(shared_data: Path, tmp_path_factory) -> Catalog:
             key = (j["question_id"], j[f"model_{side}"])
             if key in rid:
                 score = j[f"score_{side}"]
-                rows.append((rid[key], vpid[j["question_id"]], "vicuna-13b-v1.4", "gpt-4", score if score > 0 else None, f"{n}-{side}"))
+                rows.append((rid[key], vpid[j["question_id"]], "vicuna-13b-v1.4", "gpt-4", score if score > 0 else None,
+                             f"{n}-{side}"))
     add_judgments(catalog, rows)
     (catalog.root / "round.toml").write_text(
         'base_model = "vicuna-13b-v1.4"\njudge = "gpt-4"\nmax_pairs_per_prompt = 1\n'
@@ -121,7 +123,8 @@ def test_cross_version_pools_and_pairs_match_independent_queries(cross_version: 
     mismatched = con.execute(
         f"""SELECT count(*) FROM snap s WHERE NOT EXISTS (SELECT 1 FROM {texts} x WHERE x.prompt_id = s.prompt_id
              AND x.source = s.chosen_source AND x.t = s.c)
-           OR NOT EXISTS (SELECT 1 FROM {texts} x WHERE x.prompt_id = s.prompt_id AND x.source = s.rejected_source AND x.t = s.r)
+           OR NOT EXISTS (SELECT 1 FROM {texts} x WHERE x.prompt_id = s.prompt_id
+             AND x.source = s.rejected_source AND x.t = s.r)
            OR s.c = s.r"""
     ).fetchall()[0][0]
     assert mismatched == 0
@@ -191,7 +194,9 @@ def test_cli_build_dry_run_rebuild_strict_and_snapshots(cross_version: Catalog) 
     diff = runner.invoke(cli, ["snapshots", "diff", ids_[0], ids_[1], "-c", c, "--json"])
     d = json.loads(diff.output)
     assert {x["key"] for x in d["config"]} == {"pairs", "seed"}
-    assert d["overlap"]["shared"] + d["overlap"]["only_a"] == min(r["n_pairs"] for r in listed if r["round"] == 3) or True
+    n_pairs = {r["snapshot_id"]: r["n_pairs"] for r in listed}
+    assert d["overlap"]["shared"] + d["overlap"]["only_a"] == n_pairs[ids_[0]]
+    assert d["overlap"]["shared"] + d["overlap"]["only_b"] == n_pairs[ids_[1]]
     assert d["overlap"]["shared"] > 0
     show = runner.invoke(cli, ["snapshots", "show", ids_[0][:6], "-c", c])
     assert show.exit_code == 0 and ids_[0] in show.output

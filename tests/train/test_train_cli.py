@@ -35,10 +35,12 @@ def test_fit_help_shows_the_paper_defaults():
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, th, tiny_model_dir):
     snap = th.write_snapshot(tmp_path / "s.parquet", [{"prompt": [{"role": "user", "content": "q"}],
                                                       "chosen": [{"role": "assistant", "content": "a"}],
-                                                      "rejected": [{"role": "assistant", "content": "b"}]}], version="9")
+                                                      "rejected": [{"role": "assistant", "content": "b"}]}],
+                             version="9")
     result = CliRunner().invoke(cli, ["fit", str(snap), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"error: {snap}: snapshot schema version '9', this tso-train reads version '1'"]
+    assert result.output.strip().splitlines() == [
+        f"error: {snap}: snapshot schema version '9', this tso-train reads version '1'"]
     assert not (tmp_path / "o").exists()
 
 
@@ -62,7 +64,8 @@ def test_two_process_torchrun_on_cpu_matches_one_process(tmp_path, hh_snapshot, 
     env = th.env()
     out2 = tmp_path / "two"
     proc = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-                 "-m", "tso_train.cli", "fit", str(hh_snapshot), "--model", str(hh_model_dir), "--out", str(out2), *FIT],
+                 "-m", "tso_train.cli", "fit", str(hh_snapshot), "--model", str(hh_model_dir), "--out", str(out2),
+                 *FIT],
                 env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows2 = [json.loads(x) for x in (out2 / "metrics.jsonl").read_text().splitlines()]
@@ -143,8 +146,10 @@ def test_sft_lowers_the_loss_on_its_data(tmp_path, tiny_model_dir):
 
 def test_sft_rejects_data_without_messages(tmp_path, tiny_model_dir):
     (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
-    result = CliRunner().invoke(cli, ["sft", str(tmp_path / "d.jsonl"), "--model", str(tiny_model_dir), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and f"{tmp_path / 'd.jsonl'}:1: field 'messages': no assistant message" in result.output
+    result = CliRunner().invoke(cli, ["sft", str(tmp_path / "d.jsonl"), "--model", str(tiny_model_dir),
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'd.jsonl'}:1: field 'messages': no assistant message" in result.output
 
 
 @pytest.mark.parametrize(("value", "expected"), [("none", None), ("None", None), ("512", 512)])
@@ -190,9 +195,9 @@ def test_sft_interrupted_then_resumed_ends_with_the_same_weights(tmp_path, tiny_
     assert not (out / "final").exists() and (out / "checkpoints" / "step-3").is_dir()
     before = (out / "metrics.jsonl").read_text().splitlines()
     assert len(before) == 6
-    resumed = CliRunner().invoke(cli, ["sft", str(data), "--model", str(tiny_model_dir), "--out", str(out), "--epochs", "2",
-                                       "--global-batch", "8", "--micro-batch", "4", "--lr", "3e-3", "--warmup-ratio",
-                                       "0.25", "--save-every", "3", "--resume"])
+    resumed = CliRunner().invoke(cli, ["sft", str(data), "--model", str(tiny_model_dir), "--out", str(out),
+                                       "--epochs", "2", "--global-batch", "8", "--micro-batch", "4", "--lr", "3e-3",
+                                       "--warmup-ratio", "0.25", "--save-every", "3", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert lines[:3] == before[:3]  # steps 1-3 were not redone (their timings would differ)

@@ -21,8 +21,10 @@ def test_fit_console_holds_only_its_own_lines_and_a_summary(tmp_path, hh_snapsho
     out = tmp_path / "run"
     extensions = tmp_path / "torch-extensions"
     env = {**th.env(), "TORCH_EXTENSIONS_DIR": str(extensions), "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "tso_train.cli", "fit", str(hh_snapshot), "--model", str(hh_model_dir), "--out", str(out),
-           "--loss", "dpo", "--parts", "2", "--epochs", "1", "--global-batch", "8", "--lr", "1e-3", "--max-length", "48"]
+    cmd = [sys.executable, "-m", "tso_train.cli", "fit", str(hh_snapshot), "--model", str(hh_model_dir),
+           "--out", str(out),
+           "--loss", "dpo", "--parts", "2", "--epochs", "1", "--global-batch", "8", "--lr", "1e-3",
+           "--max-length", "48"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for noise in THIRD_PARTY_NOISE:

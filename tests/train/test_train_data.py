@@ -23,7 +23,8 @@ def test_the_reader_schema_is_the_writers():
     """tso_train keeps its own copy of the contract (it never imports tso_data; docs/design.md,
     2. Architecture): column names, order and types, and the schema version, equal the writer's."""
     writer = importlib.import_module("tso_data.pairs.snapshot")  # imported by name: tso_train never imports it
-    assert SNAPSHOT_SCHEMA.equals(writer.SNAPSHOT_SCHEMA, check_metadata=False), (SNAPSHOT_SCHEMA, writer.SNAPSHOT_SCHEMA)
+    assert SNAPSHOT_SCHEMA.equals(writer.SNAPSHOT_SCHEMA, check_metadata=False), (SNAPSHOT_SCHEMA,
+                                                                                  writer.SNAPSHOT_SCHEMA)
     assert SNAPSHOT_SCHEMA.field("round").type == pa.int32()
     assert SCHEMA_VERSION == writer.SCHEMA_VERSION
 
@@ -58,7 +59,8 @@ def test_accepts_a_plain_trl_preference_file(tmp_path, th):
         (lambda p, th: th.write_snapshot(p, [PAIR], version="2"), "schema version '2'"),
         (lambda p, th: th.write_snapshot(p, [PAIR], drop=("kind", "round")), "missing column(s) kind, round"),
         (lambda p, th: th.write_snapshot(p, [{**PAIR, "prompt": [A("hi")]}]), "row 1: field 'prompt'"),
-        (lambda p, th: th.write_snapshot(p, [{**PAIR, "chosen": [U("hi")]}]), "row 1: field 'chosen': must start with the assistant"),
+        (lambda p, th: th.write_snapshot(p, [{**PAIR, "chosen": [U("hi")]}]),
+         "row 1: field 'chosen': must start with the assistant"),
         (lambda p, th: th.write_snapshot(p, [{**PAIR, "rejected": []}]), "row 1: field 'rejected': empty"),
         (lambda p, th: p.write_text("not parquet") and p, "not a Parquet file"),
         (lambda p, th: pq.write_table(pa.table({"prompt": ["q"], "chosen": ["a"], "rejected": ["b"]}), p) or p,
@@ -87,7 +89,8 @@ def test_assistant_mask_covers_exactly_the_answers(tiny_model_dir):
     # the end-of-turn marker after each answer is trained (the model learns to stop)
     assert masked.count("<|end|>") == 2
     # one tokenisation of the whole rendered text
-    assert seq.input_ids.tolist() == tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert seq.input_ids.tolist() == tok(tok.apply_chat_template(messages, tokenize=False),
+                                         add_special_tokens=False)["input_ids"]
 
 
 def test_truncation_keeps_prompt_end_and_answer_start():

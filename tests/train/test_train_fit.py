@@ -105,7 +105,8 @@ def test_zero_0_and_zero_3_give_the_same_losses(tmp_path, hh_snapshot, hh_model_
 
 @pytest.mark.parametrize("loss", ["ipo", "cdpo"])
 def test_other_losses_run(tmp_path, hh_snapshot, hh_model_dir, loss):
-    rows, _ = run_fit(tmp_path, hh_snapshot, hh_model_dir, loss, loss=loss, parts=1, epochs=1, global_batch=16, micro_batch=8)
+    rows, _ = run_fit(tmp_path, hh_snapshot, hh_model_dir, loss, loss=loss, parts=1, epochs=1, global_batch=16,
+                      micro_batch=8)
     expected = 6.25 if loss == "ipo" else math.log(2)
     assert rows[0]["loss"] == pytest.approx(expected, abs=1e-4)
 

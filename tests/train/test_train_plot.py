@@ -22,7 +22,8 @@ def dual_clip_rows(parts: int = 3, steps: int = 10) -> list[dict]:
     for s in range(1, parts * steps + 1):
         k = (s - 1) % steps
         rows.append({"step": s, "part": 1 + (s - 1) // steps, "loss": 30 - 1.4e-4 * k, "rewards/chosen": 1e-3 * k,
-                     "rewards/rejected": -2e-3 * k, "rewards/accuracies": 0.5 + 0.04 * k, "grad_weight": 0.5 - 4e-3 * k})
+                     "rewards/rejected": -2e-3 * k, "rewards/accuracies": 0.5 + 0.04 * k,
+                     "grad_weight": 0.5 - 4e-3 * k})
     return rows
 
 

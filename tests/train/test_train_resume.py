@@ -29,7 +29,8 @@ def _started_run(out: Path, fingerprint: dict) -> None:
     state.mkdir(parents=True)
     (state / "mp_rank_00_model_states.pt").write_bytes(b"state")
     position = {"part": 0, "epoch": 0, "step": 1, "global_step": 1}
-    (state / "tso-checkpoint.json").write_text(json.dumps({"files": {"mp_rank_00_model_states.pt": 5}, "position": position}))
+    (state / "tso-checkpoint.json").write_text(json.dumps({"files": {"mp_rank_00_model_states.pt": 5},
+                                                           "position": position}))
     (out / "checkpoints" / "latest").write_text("step-1")
     (out / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.69}) + "\n")
     write_run_record(out, fingerprint, {})
@@ -39,9 +40,11 @@ def _started_run(out: Path, fingerprint: dict) -> None:
 FIT_CHANGES = [
     ("lr", 2e-6, "--lr was 1e-06, now 2e-06"), ("beta", 0.2, "--beta was 0.1, now 0.2"),
     ("gamma_w", 5.0, "--gamma-w was 20.0, now 5.0"), ("gamma_l", 1.0, "--gamma-l was 10.0, now 1.0"),
-    ("weight_decay", 0.0, "--weight-decay was 0.05, now 0.0"), ("adam_betas", (0.8, 0.9), "--adam-betas was 0.9,0.95, now 0.8,0.9"),
+    ("weight_decay", 0.0, "--weight-decay was 0.05, now 0.0"),
+    ("adam_betas", (0.8, 0.9), "--adam-betas was 0.9,0.95, now 0.8,0.9"),
     ("adam_eps", 1e-6, "--adam-eps was 1e-08, now 1e-06"), ("warmup_ratio", 0.0, "--warmup-ratio was 0.1, now 0.0"),
-    ("grad_clip", 0.5, "--grad-clip was 1.0, now 0.5"), ("zero", 3, "--zero was 0, now 3"), ("bf16", True, "--bf16 was off, now on"),
+    ("grad_clip", 0.5, "--grad-clip was 1.0, now 0.5"), ("zero", 3, "--zero was 0, now 3"),
+    ("bf16", True, "--bf16 was off, now on"),
     ("offload", True, "--offload was off, now on"), ("max_length", 512, "--max-length was 1024, now 512"),
     ("max_length", None, "--max-length was 1024, now none"), ("parts", 2, "--parts was 3, now 2"),
     ("epochs", 1, "--epochs was 2, now 1"), ("global_batch", 4, "--global-batch was 8, now 4"),
@@ -69,7 +72,8 @@ def test_fit_resume_refuses_each_changed_setting(tmp_path, th, tiny_model_dir, f
 @pytest.mark.parametrize(("loss", "field", "value"), [("ipo", "ipo_tau", 0.5), ("cdpo", "cdpo_eps", 0.1)])
 def test_fit_resume_refuses_a_changed_loss_parameter(tmp_path, th, tiny_model_dir, loss, field, value):
     snapshot = th.write_snapshot(tmp_path / "s.parquet", PAIRS)
-    base = FitConfig(snapshot=str(snapshot), model=str(tiny_model_dir), out=str(tmp_path / "run"), global_batch=8, loss=loss)
+    base = FitConfig(snapshot=str(snapshot), model=str(tiny_model_dir), out=str(tmp_path / "run"), global_batch=8,
+                     loss=loss)
     _started_run(tmp_path / "run", check_fit(base, tmp_path / "run")[1])
     with pytest.raises(TSOTrainError, match=f"--{field.replace('_', '-')} was"):
         check_fit(dataclasses.replace(base, resume=True, **{field: value}), tmp_path / "run")
@@ -88,8 +92,8 @@ def test_fit_resume_refuses_another_model_or_snapshot(tmp_path, th, tiny_model_d
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({c: pa.array([p[c] for p in PAIRS], type=th.MESSAGES) for c in ("prompt", "chosen", "rejected")}),
-                   plain)
+    columns = ("prompt", "chosen", "rejected")
+    pq.write_table(pa.table({c: pa.array([p[c] for p in PAIRS], type=th.MESSAGES) for c in columns}), plain)
     with pytest.raises(TSOTrainError, match="SNAPSHOT .* was snap-test, now [0-9a-f]{16}"):
         check_fit(dataclasses.replace(base, resume=True, snapshot=str(plain)), tmp_path / "run")
 
@@ -119,7 +123,8 @@ def test_fit_and_sft_fingerprint_their_shared_settings_alike(tmp_path, th, tiny_
     snapshot = th.write_snapshot(tmp_path / "s.parquet", PAIRS)
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"messages": [U("q"), A("a")]}) + "\n")
-    fit_fp = check_fit(FitConfig(snapshot=str(snapshot), model=str(tiny_model_dir), out=str(tmp_path / "a"), global_batch=8),
+    fit_fp = check_fit(FitConfig(snapshot=str(snapshot), model=str(tiny_model_dir), out=str(tmp_path / "a"),
+                                 global_batch=8),
                        tmp_path / "a")[1]
     sft_fp = check_sft(SFTConfig(data=str(data), model=str(tiny_model_dir), out=str(tmp_path / "b"), global_batch=8),
                        tmp_path / "b")[1]

@@ -53,7 +53,8 @@ def tso_logps(model_dir, pairs: list[dict], score_user_turns: bool) -> tuple[tor
     assert len(encoded.pairs) == len(pairs)
     batch = collate_pairs(encoded.pairs, pad_id_of(tokenizer), packed=True)
     with torch.no_grad():
-        sums, _ = sequence_logps(model, batch["input_ids"], None, batch["label_mask"], position_ids=batch["position_ids"],
+        sums, _ = sequence_logps(model, batch["input_ids"], None, batch["label_mask"],
+                                 position_ids=batch["position_ids"],
                                  cu_seqlens=batch["cu_seqlens"])
     n = len(pairs)
     return sums[:n].double(), sums[n:].double()
@@ -62,7 +63,8 @@ def tso_logps(model_dir, pairs: list[dict], score_user_turns: bool) -> tuple[tor
 def tso_first_step(tmp_path, th, model_dir, pairs: list[dict], score_user_turns: bool) -> dict:
     rows: list[dict] = []
     snapshot = th.write_snapshot(tmp_path / "pairs.parquet", pairs)
-    fit(FitConfig(snapshot=str(snapshot), model=str(model_dir), out=str(tmp_path / "tso"), loss="dpo", parts=1, epochs=1,
+    fit(FitConfig(snapshot=str(snapshot), model=str(model_dir), out=str(tmp_path / "tso"), loss="dpo", parts=1,
+                  epochs=1,
                   global_batch=len(pairs), micro_batch=4, max_length=None, lr=1e-6, save_every=0,
                   score_user_turns=score_user_turns, on_step=rows.append))
     return rows[0]
@@ -82,7 +84,8 @@ def test_single_turn_log_probs_and_first_step_equal_trl(tmp_path, th, shared_dat
     assert_close(chosen, trl_chosen)
     assert_close(rejected, trl_rejected)
     step = tso_first_step(tmp_path, th, hh_model_dir, pairs, score_user_turns=False)
-    assert step["loss"] == pytest.approx(trl_step["loss"], rel=REL) and step["loss"] == pytest.approx(math.log(2), rel=REL)
+    assert step["loss"] == pytest.approx(trl_step["loss"], rel=REL)
+    assert step["loss"] == pytest.approx(math.log(2), rel=REL)
     assert_close(step["logps/chosen"], trl_step["logps/chosen"])
     assert_close(step["logps/rejected"], trl_step["logps/rejected"])
     assert_close(step["grad_norm"], trl_step["grad_norm"], rel=1e-4)  # the same first update
