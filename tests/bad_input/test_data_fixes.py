@@ -271,7 +271,8 @@ def test_chunks_after_another_writer_are_checked_again() -> None:
 
 
 def test_two_generate_runs_of_one_model_never_send_the_same_request(tmp_path: Path) -> None:
-    stub = StubServer(latency_s=0.15).start_in_thread()
+    # slow answers while the second run plans (a loaded machine takes seconds for that), fast after
+    stub = StubServer(latency_s=1.0).start_in_thread()
     try:
         cat = tmp_path / "cat"
         ok("init", str(cat))
@@ -292,6 +293,7 @@ def test_two_generate_runs_of_one_model_never_send_the_same_request(tmp_path: Pa
             assert time.monotonic() < deadline
             time.sleep(0.05)
         second = invoke("generate", "-c", str(cat), "--model", "m", "--no-progress", "--json")
+        stub.server.latency_s = 0.05
         assert second.exit_code == 0, second.output
         summary = json.loads(second.stdout.strip().splitlines()[-1])
         assert summary["todo"] == 0 and summary["claimed_by_others"] > 0
