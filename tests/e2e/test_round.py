@@ -23,7 +23,8 @@ N_TRAIN, N_HELDOUT, SAMPLES = 600, 300, 4  # QUICK=1's sizes (run.sh)
 CELLS = ["arith-v1-s", "arith-v1-l", "arith-v2-s", "arith-v2-l"]
 JUDGE = "fn:tso_data.examples.arith:score"
 # Round 1 must beat its base on the same held-out prompts by this many paired standard errors.
-# The run is deterministic for a seed on one machine; docs/example.md reports round 1's Δ over seeds.
+# The run is deterministic for a seed on one machine; how often round 1 clears this margin over other
+# seeds is what examples/tso_cpu/seeds.sh measures (docs/example.md, "Reproducibility").
 MIN_DELTA_IN_SE = 3.0
 
 
