@@ -217,8 +217,7 @@ def test_a_large_ingest_commits_in_chunks(tmp_path: Path, monkeypatch: pytest.Mo
     from tso_data import staged_write
     from tso_data.catalog import read_generation
 
-    monkeypatch.setattr(staged_write, "FIRST_CHUNK_ROWS", 2)
-    monkeypatch.setattr(staged_write, "CHUNK_ROWS", (2, 2))
+    monkeypatch.setattr(staged_write, "CHUNK_ROWS", 2)
     monkeypatch.setattr(staged_write, "PAUSE_S", 0.0)
     catalog = Catalog.init(tmp_path / "cat")
     with catalog.connect() as con:

@@ -98,37 +98,37 @@ class ChunkedRows(Protocol):
 
 R = TypeVar("R", bound=ChunkedRows)
 
-ROW_GROUP = 122_880  # DuckDB's rows per row group: chunks of whole row groups append (and
-# checkpoint) cheaply; smaller chunks made every other commit a slow checkpoint
-FIRST_CHUNK_ROWS = ROW_GROUP
-CHUNK_ROWS = (16_384, 8 * ROW_GROUP)  # bounds of the adapted chunk size
-TARGET_HOLD_S = 0.75  # how long one chunk may hold the write lock
+ROW_GROUP = 122_880  # DuckDB's rows per row group
+CHUNK_ROWS = ROW_GROUP  # rows per write transaction: one whole row group (see write_in_chunks)
 PAUSE_S = 0.15  # the lock left free between chunks: readers retry every 0.1 s at most
 
 
 def write_in_chunks(staged: StagedWrite, rows: R, recheck: Callable[[], R]) -> tuple[R, int]:
-    """Write ``rows`` in transactions of a size adapted to hold the write lock about
-    :data:`TARGET_HOLD_S` each, freeing it for :data:`PAUSE_S` in between, so a reader
-    never waits long behind a large ingest. Before each chunk, if another writer committed
-    since the last check, ``recheck()`` stages the rows again against the catalog as it is
-    now (those already written count as existing). Returns the rows staged last and the
-    number written. All checks ran before the first chunk; a crash between chunks leaves
-    whole chunks, and the same ingest run again adds the rest."""
-    size, start, written = FIRST_CHUNK_ROWS, 0, 0
+    """Write ``rows`` in transactions of :data:`CHUNK_ROWS` rows, freeing the write lock for
+    :data:`PAUSE_S` in between, so a reader never waits long behind a large ingest. Before
+    each chunk, if another writer committed since the last check, ``recheck()`` stages the
+    rows again against the catalog as it is now (those already written count as existing).
+    Returns the rows staged last and the number written. All checks ran before the first
+    chunk; a crash between chunks leaves whole chunks, and the same ingest run again adds
+    the rest.
+
+    Why one row group: DuckDB compresses a full row group and writes it straight into the
+    database file as the INSERT runs, so the COMMIT logs a pointer (kilobytes of WAL) and
+    the checkpoint when the catalog is detached costs milliseconds; the lock is held about
+    as long as compressing one row group takes. A smaller chunk goes through the WAL
+    uncompressed and is compressed by that checkpoint instead, and every few such chunks
+    the checkpoint merges the partial row groups they left, holding the lock for seconds.
+    Several row groups in one transaction also left a checkpoint of seconds to the detach.
+    See docs/catalog.md."""
+    start, written = 0, 0
     while True:
-        began = time.monotonic()
         with staged.write() as changed:
             if changed:
                 rows, start = recheck(), 0
-            stop = start + size
+            stop = start + CHUNK_ROWS
             if rows.pending_rows:
                 written += rows.write_rows(start, stop)
         start = stop
         if start >= rows.pending_rows:
             return rows, written
-        # towards the target, at most x2 per step: one slow commit (a checkpoint) is no trend
-        factor = min(2.0, max(0.5, TARGET_HOLD_S / max(time.monotonic() - began, 1e-3)))
-        size = max(CHUNK_ROWS[0], min(CHUNK_ROWS[1], int(size * factor)))
-        if size >= ROW_GROUP:  # long texts aside, whole row groups
-            size -= size % ROW_GROUP
         time.sleep(PAUSE_S)
