@@ -283,7 +283,11 @@ def test_a_writer_committing_all_the_time_gets_the_checks_under_the_lock() -> No
     from tso_data import staged_write
 
     staged = FakeStaged(stale_calls=set(range(1, 100)))
-    rows, written = staged_write.write_in_chunks(staged, FakeRows(10), lambda: staged.recheck(FakeRows(10)))  # type: ignore[arg-type]
+
+    def recheck() -> FakeRows:
+        return staged.recheck(FakeRows(10))
+
+    rows, written = staged_write.write_in_chunks(staged, FakeRows(10), recheck)  # type: ignore[arg-type]
     assert written == 10 and rows.written == [(0, staged_write.CHUNK_ROWS)]
     assert staged.rechecks_under_lock == [False] * staged_write.STALE_TRIES + [True]
 

@@ -1,5 +1,6 @@
-"""kill -9 during a chunked ingest: whole chunks stay, nothing half-written, and the same
-ingest run again adds the rest (docs/catalog.md, ingest)."""
+"""A large ingest writes in chunks (docs/catalog.md, ingest): kill -9 during it leaves whole
+chunks and the same ingest run again adds the rest; another writer committing between two
+chunks gets the remaining rows checked again, so nothing is stored twice."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -70,3 +72,26 @@ def test_kill_9_mid_ingest_leaves_whole_chunks_and_a_rerun_adds_the_rest(tmp_pat
     assert report.files[0].new == ROWS - 2 * CHUNK
     texts = sorted(str(r["c"]) for r in catalog.arrow("SELECT messages[1].content AS c FROM prompts").to_pylist())
     assert texts == sorted(f"question {i}" for i in range(ROWS))
+
+
+def test_a_writer_between_chunks_gets_the_rest_checked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tso_data import staged_write
+
+    catalog = Catalog.init(tmp_path / "cat")
+    ours, theirs = tmp_path / "ours.jsonl", tmp_path / "theirs.jsonl"
+    ours.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(ROWS)), encoding="utf-8")
+    theirs.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in [*range(ROWS), 99]), encoding="utf-8")
+    others: list[int] = []
+
+    def pause(_: float) -> None:  # between two of our chunks, with the lock free, another ingest commits
+        if not others:
+            others.append(-1)
+            others[0] = ingest_files(Catalog.open(catalog.root), "prompts", [theirs]).files[0].new
+
+    monkeypatch.setattr(staged_write, "CHUNK_ROWS", CHUNK)
+    monkeypatch.setattr(staged_write, "time", SimpleNamespace(sleep=pause))
+    report = ingest_files(catalog, "prompts", [ours])
+    assert others == [ROWS - CHUNK + 1]  # all but our first chunk, and one of their own
+    assert report.files[0].new == CHUNK  # the rest was theirs by the time of our second chunk
+    texts = sorted(str(r["c"]) for r in catalog.arrow("SELECT messages[1].content AS c FROM prompts").to_pylist())
+    assert texts == sorted([f"question {i}" for i in range(ROWS)] + ["question 99"])
