@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -224,8 +226,7 @@ def test_a_large_ingest_commits_in_chunks(tmp_path: Path, monkeypatch: pytest.Mo
     from tso_data import staged_write
     from tso_data.catalog import read_generation
 
-    monkeypatch.setattr(staged_write, "FIRST_CHUNK_ROWS", 2)
-    monkeypatch.setattr(staged_write, "CHUNK_ROWS", (2, 2))
+    monkeypatch.setattr(staged_write, "CHUNK_ROWS", 2)
     monkeypatch.setattr(staged_write, "PAUSE_S", 0.0)
     catalog = Catalog.init(tmp_path / "cat")
     with catalog.connect() as con:
@@ -239,32 +240,63 @@ def test_a_large_ingest_commits_in_chunks(tmp_path: Path, monkeypatch: pytest.Mo
     assert catalog.scalar("SELECT count(DISTINCT prompt_id) FROM prompts") == 5
 
 
-def test_chunks_after_another_writer_are_checked_again() -> None:
-    from contextlib import contextmanager
+class FakeRows:
+    def __init__(self, pending: int) -> None:
+        self.pending_rows = pending
+        self.written: list[tuple[int, int]] = []
 
+    def write_rows(self, start: int, stop: int) -> int:
+        self.written.append((start, stop))
+        return max(0, min(stop, self.pending_rows) - start)
+
+
+class FakeStaged:
+    """write() says another writer committed on the calls in ``stale_calls``; records
+    whether the checks ran again under the write lock or outside it."""
+
+    def __init__(self, stale_calls: set[int]) -> None:
+        self.stale_calls, self.calls, self.locked, self.refreshes = stale_calls, 0, False, 0
+        self.rechecks_under_lock: list[bool] = []
+
+    @contextmanager
+    def write(self) -> Iterator[bool]:
+        self.calls += 1
+        self.locked = True
+        try:
+            yield self.calls in self.stale_calls
+        finally:
+            self.locked = False
+
+    def refresh(self) -> None:
+        self.refreshes += 1
+
+    def recheck(self, rows: FakeRows) -> FakeRows:
+        self.rechecks_under_lock.append(self.locked)
+        return rows
+
+
+def test_chunks_after_another_writer_are_checked_again_outside_the_lock() -> None:
     from tso_data.staged_write import write_in_chunks
 
-    class Rows:
-        def __init__(self, pending: int) -> None:
-            self.pending_rows = pending
-            self.written: list[tuple[int, int]] = []
-
-        def write_rows(self, start: int, stop: int) -> int:
-            self.written.append((start, stop))
-            return max(0, min(stop, self.pending_rows) - start)
-
-    class Staged:
-        calls = 0
-
-        @contextmanager
-        def write(self):
-            self.calls += 1
-            yield self.calls == 2  # another writer committed before the second chunk
-
-    first, fresh = Rows(300_000), Rows(177_120)  # after the recheck: what is still missing
-    rows, written = write_in_chunks(Staged(), first, lambda: fresh)  # type: ignore[arg-type]
+    staged = FakeStaged(stale_calls={2})  # another writer committed before the second chunk
+    first, fresh = FakeRows(300_000), FakeRows(177_120)  # after the recheck: what is still missing
+    rows, written = write_in_chunks(staged, first, lambda: staged.recheck(fresh))  # type: ignore[arg-type]
     assert rows is fresh and first.written == [(0, 122_880)]
     assert fresh.written[0][0] == 0 and written == 122_880 + 177_120
+    assert staged.rechecks_under_lock == [False] and staged.refreshes == 1
+
+
+def test_a_writer_committing_all_the_time_gets_the_checks_under_the_lock() -> None:
+    from tso_data import staged_write
+
+    staged = FakeStaged(stale_calls=set(range(1, 100)))
+
+    def recheck() -> FakeRows:
+        return staged.recheck(FakeRows(10))
+
+    rows, written = staged_write.write_in_chunks(staged, FakeRows(10), recheck)  # type: ignore[arg-type]
+    assert written == 10 and rows.written == [(0, staged_write.CHUNK_ROWS)]
+    assert staged.rechecks_under_lock == [False] * staged_write.STALE_TRIES + [True]
 
 
 # -- two generate runs of one model (item 10) ---------------------------------------------------

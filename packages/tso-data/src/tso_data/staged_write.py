@@ -8,11 +8,15 @@ kept readers (``tso-data sql``, ``status``) waiting for its whole length, past t
 
 1. *stage*: an in-memory DuckDB connection with the catalog attached **read-only** (the
    lock readers share): every temp table and check runs here;
-2. *write*: the catalog is re-attached read-write for the final INSERTs only, in one
-   transaction (or several, one per chunk of a large file, so the lock is released in
-   between). If another writer committed in between (the catalog's write generation
-   moved, :func:`tso_data.catalog.read_generation`), the caller redoes its checks under
-   the write lock before writing, so nothing is checked against a stale catalog.
+2. *write*: the catalog is re-attached read-write for the final INSERTs only, one
+   transaction per DuckDB row group of rows (:func:`write_in_chunks`), the lock released
+   for a moment in between. If another writer committed since the checks (the catalog's
+   write generation moved, :func:`tso_data.catalog.read_generation`), that transaction is
+   rolled back before writing anything and the checks run again with the catalog
+   read-only, so nothing is checked against a stale catalog and readers are not kept
+   waiting by the second round of checks either.
+
+See docs/catalog.md (ingest) for the measurements behind the chunk size.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class StagedWrite:
     def write(self) -> Iterator[bool]:
         """Re-attach the catalog read-write (waiting for the lock like any writer) and run
         the block in one transaction; yields whether another writer committed since the
-        staging began. Rolled back on any error."""
+        last check (:meth:`refresh`). Rolled back on any error."""
         self._detach()
         self._attach(read_only=False)
         self.con.execute("BEGIN TRANSACTION")
@@ -70,6 +74,12 @@ class StagedWrite:
             raise
         self.con.execute("COMMIT")
         self._detach()
+
+    def refresh(self) -> None:
+        """Attach the catalog read-only again, as it is now, for a new round of checks."""
+        self._detach()
+        self._attach(read_only=True)
+        self.generation = read_generation(self.con)
 
     def _attach(self, read_only: bool) -> None:
         mode = "READ_ONLY" if read_only else "READ_WRITE"
@@ -98,37 +108,51 @@ class ChunkedRows(Protocol):
 
 R = TypeVar("R", bound=ChunkedRows)
 
-ROW_GROUP = 122_880  # DuckDB's rows per row group: chunks of whole row groups append (and
-# checkpoint) cheaply; smaller chunks made every other commit a slow checkpoint
-FIRST_CHUNK_ROWS = ROW_GROUP
-CHUNK_ROWS = (16_384, 8 * ROW_GROUP)  # bounds of the adapted chunk size
-TARGET_HOLD_S = 0.75  # how long one chunk may hold the write lock
+ROW_GROUP = 122_880  # DuckDB's rows per row group
+CHUNK_ROWS = ROW_GROUP  # rows per write transaction: one whole row group (see write_in_chunks)
 PAUSE_S = 0.15  # the lock left free between chunks: readers retry every 0.1 s at most
+STALE_TRIES = 3  # rounds of checks outside the lock before they run under it
+
+
+class Stale(Exception):
+    """Another writer committed since the checks: the transaction is rolled back unwritten."""
 
 
 def write_in_chunks(staged: StagedWrite, rows: R, recheck: Callable[[], R]) -> tuple[R, int]:
-    """Write ``rows`` in transactions of a size adapted to hold the write lock about
-    :data:`TARGET_HOLD_S` each, freeing it for :data:`PAUSE_S` in between, so a reader
-    never waits long behind a large ingest. Before each chunk, if another writer committed
-    since the last check, ``recheck()`` stages the rows again against the catalog as it is
-    now (those already written count as existing). Returns the rows staged last and the
-    number written. All checks ran before the first chunk; a crash between chunks leaves
-    whole chunks, and the same ingest run again adds the rest."""
-    size, start, written = FIRST_CHUNK_ROWS, 0, 0
+    """Write ``rows`` in transactions of :data:`CHUNK_ROWS` rows, freeing the write lock for
+    :data:`PAUSE_S` in between, so a reader never waits long behind a large ingest. If
+    another writer committed since the last check, the chunk's transaction is given up
+    before writing and ``recheck()`` stages the rows again with the catalog read-only, as
+    it is now (those already written count as existing); after :data:`STALE_TRIES` such
+    rounds (a writer committing all the time) the checks run under the lock instead, so the
+    ingest ends. Returns the rows staged last and the number written. All checks run
+    before a chunk is written; a crash between chunks leaves whole chunks, and the same
+    ingest run again adds the rest.
+
+    Why one row group: DuckDB compresses a full row group and writes it straight into the
+    database file as the INSERT runs, so the COMMIT logs a pointer (kilobytes of WAL) and
+    the checkpoint when the catalog is detached costs milliseconds; the lock is held about
+    as long as compressing one row group takes. A smaller chunk goes through the WAL
+    uncompressed and is compressed by that checkpoint instead, and every few such chunks
+    the checkpoint merges the partial row groups they left, holding the lock for seconds.
+    Several row groups in one transaction also left a checkpoint of seconds to the detach."""
+    start, written, stale = 0, 0, 0
     while True:
-        began = time.monotonic()
-        with staged.write() as changed:
-            if changed:
-                rows, start = recheck(), 0
-            stop = start + size
-            if rows.pending_rows:
-                written += rows.write_rows(start, stop)
+        try:
+            with staged.write() as changed:
+                if changed and stale < STALE_TRIES:
+                    raise Stale
+                if changed:
+                    rows, start = recheck(), 0
+                stop = start + CHUNK_ROWS
+                if rows.pending_rows:
+                    written += rows.write_rows(start, stop)
+        except Stale:
+            stale += 1
+            staged.refresh()
+            rows, start = recheck(), 0
+            continue
         start = stop
         if start >= rows.pending_rows:
             return rows, written
-        # towards the target, at most x2 per step: one slow commit (a checkpoint) is no trend
-        factor = min(2.0, max(0.5, TARGET_HOLD_S / max(time.monotonic() - began, 1e-3)))
-        size = max(CHUNK_ROWS[0], min(CHUNK_ROWS[1], int(size * factor)))
-        if size >= ROW_GROUP:  # long texts aside, whole row groups
-            size -= size % ROW_GROUP
         time.sleep(PAUSE_S)

@@ -94,7 +94,7 @@ def ingest_file(
         if progress is not None:
             progress("write", None, None)
 
-        def recheck() -> StagedFile:  # another writer committed meanwhile: check again, under the lock
+        def recheck() -> StagedFile:  # another writer committed meanwhile: check again (write_in_chunks)
             fresh = FileReport(str(path), kind, source.format, notes=list(source.notes))
             return stage_and_check(staged.con, kind, path, source, bindings, options, fresh)
 
