@@ -80,7 +80,8 @@ def test_a_writer_between_chunks_gets_the_rest_checked_again(tmp_path: Path, mon
     catalog = Catalog.init(tmp_path / "cat")
     ours, theirs = tmp_path / "ours.jsonl", tmp_path / "theirs.jsonl"
     ours.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(ROWS)), encoding="utf-8")
-    theirs.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in [*range(ROWS), 99]), encoding="utf-8")
+    theirs.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in [*range(ROWS), 99]),
+                      encoding="utf-8")
     others: list[int] = []
 
     def pause(_: float) -> None:  # between two of our chunks, with the lock free, another ingest commits
