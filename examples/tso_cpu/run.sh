@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # TSO on a laptop: a tiny model matrix, a verifier as AI feedback, N rounds on CPU.
 #
-#   bash examples/tso_cpu/run.sh            # or: make example        (about 10 min on 2 cores)
+#   bash examples/tso_cpu/run.sh            # or: make example        (about 6 min on 2 cores)
 #   QUICK=1 bash examples/tso_cpu/run.sh    # one round on a smaller task (about 3 min)
 #
 # Every step is the normal `tso-data` / `tso-train` command a user runs on a cluster
@@ -16,6 +16,7 @@
 #   EPOCHS_V1 / EPOCHS_V2 / EPOCHS_V2_L   SFT epochs of version 1 / extra for version 2 of the
 #                                 small / of the large size        [3 / 7 / 14; QUICK: 2 / 5 / 5]
 #   SAMPLES   base-model samples per train prompt (for base pairs)    [4]
+#   FIT_EPOCHS  epochs of each round's TSO fit                      [1; QUICK: 2]
 #   FIT_ARGS  extra `tso-train fit` flags                              [see below]
 #   SEED      seed of build and fit                                    [43]
 set -euo pipefail
@@ -27,7 +28,7 @@ if [ -x .venv/bin/tso-data ] && ! command -v tso-data >/dev/null; then export PA
 WORK=${WORK:-examples/tso_cpu/work}
 if [ -n "${QUICK:-}" ]; then  # the integration test's size: one round, a smaller task and matrix
   ROUNDS=${ROUNDS:-1} N_TRAIN=${N_TRAIN:-600} N_HELDOUT=${N_HELDOUT:-300} N_SFT=${N_SFT:-6000}
-  EPOCHS_V1=${EPOCHS_V1:-2} EPOCHS_V2=${EPOCHS_V2:-5} EPOCHS_V2_L=${EPOCHS_V2_L:-5}
+  EPOCHS_V1=${EPOCHS_V1:-2} EPOCHS_V2=${EPOCHS_V2:-5} EPOCHS_V2_L=${EPOCHS_V2_L:-5} FIT_EPOCHS=${FIT_EPOCHS:-2}
 fi
 ROUNDS=${ROUNDS:-3}
 N_TRAIN=${N_TRAIN:-1000}
@@ -37,8 +38,11 @@ EPOCHS_V1=${EPOCHS_V1:-3}
 EPOCHS_V2=${EPOCHS_V2:-7}
 EPOCHS_V2_L=${EPOCHS_V2_L:-14}
 SAMPLES=${SAMPLES:-4}
+# one epoch per round: with two, rounds 2 and 3 stopped improving and round 3 fell below its
+# base (docs/example.md, "Results"); QUICK's single round keeps two
+FIT_EPOCHS=${FIT_EPOCHS:-1}
 SEED=${SEED:-43}
-FIT_ARGS=${FIT_ARGS:---loss dual-clip --parts 3 --epochs 2 --global-batch 16 --micro-batch 16 --lr 3e-5 --max-length 64 --save-every 0}
+FIT_ARGS=${FIT_ARGS:---loss dual-clip --parts 3 --epochs $FIT_EPOCHS --global-batch 16 --micro-batch 16 --lr 3e-5 --max-length 64 --save-every 0}
 CAT=$WORK/catalog
 JUDGE=fn:tso_data.examples.arith:score
 GREEDY=(--temperature 0 --max-tokens 24 --batch-size 128 --no-progress)

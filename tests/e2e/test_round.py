@@ -37,7 +37,8 @@ def _env(work: Path, **extra: str) -> dict[str, str]:
             [str(REPO / "packages" / "tso-data" / "src"), str(REPO / "packages" / "tso-train" / "src")]
         ),
     )
-    for key in ("ROUNDS", "N_TRAIN", "N_HELDOUT", "N_SFT", "EPOCHS_V1", "EPOCHS_V2", "SAMPLES", "FIT_ARGS", "SEED"):
+    for key in ("ROUNDS", "N_TRAIN", "N_HELDOUT", "N_SFT", "EPOCHS_V1", "EPOCHS_V2", "EPOCHS_V2_L", "SAMPLES",
+                "FIT_EPOCHS", "FIT_ARGS", "SEED"):
         env.pop(key, None)  # the test runs QUICK mode as shipped, whatever the caller's shell holds
     env.update(extra)
     return env
