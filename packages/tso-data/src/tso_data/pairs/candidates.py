@@ -146,11 +146,13 @@ def find_candidates(
 
 def _prompt_codes(prompt_keys: np.ndarray, answer_prompt_keys: pl.Series) -> np.ndarray:
     """Each answer's prompt code (``len(prompt_keys)`` when the prompt is not one of the
-    round's), by an integer join in place of a join on strings."""
+    round's), by an integer join in place of a join on strings. The matches are scattered by
+    row, so their order does not matter: the streaming engine joins in pieces, without the
+    whole joined frame (keys included) in memory."""
     table = pl.LazyFrame({"prompt_key": prompt_keys, "prompt_code": np.arange(len(prompt_keys), dtype=np.uint32)})
     found = (
         pl.LazyFrame({"prompt_key": answer_prompt_keys}).with_row_index("row")
-        .join(table, on="prompt_key", how="inner").collect()
+        .join(table, on="prompt_key", how="inner").select("row", "prompt_code").collect(engine="streaming")
     )
     codes = np.full(answer_prompt_keys.len(), len(prompt_keys), dtype=np.uint32)
     codes[found["row"].to_numpy()] = found["prompt_code"].to_numpy()
