@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results_file import write_result
+
 FULL_PROMPTS = 1_000_000
 CELLS = [(f"m-v{v}-{s}b", v, s) for s in (7, 70) for v in (1, 2, 3, 4)]  # 8 matrix cells
 BASE = ("m-v5-7b", 5, 7)
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{result['speedup_vs_pandas']:.1f}× (target ≥ 10); "
                   f"peak RSS {tso['max_peak_rss_gb']:.2f} GB (target ≤ 8)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS, result)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ The ratio is the median over repeats of (leaderboard run / the floor run just be
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import duckdb
 
+from benchmarks.results_file import write_result
 from tso_data.catalog import Catalog
 from tso_data.eval import leaderboard
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{median['pairwise'] / median['floor']:>9.2f}")
     print(f"  load average {result['load_average']:.2f} on {os.cpu_count()} cores (others' jobs make this noisy)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(RESULTS, result)
     print(f"→ {RESULTS}")
     return 0
 

@@ -18,7 +18,6 @@ Requests go to 127.0.0.1 only; every run is bounded in count and time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.results_file import write_result
 from tso_data.catalog import Catalog
 from tso_data.generate.backend import SamplingParams
 from tso_data.generate.factory import BackendOptions, get_backend
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         "all_targets_met": all(verdicts),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    write_result(args.out, payload)
     console.print(f"wrote {args.out}")
 
 

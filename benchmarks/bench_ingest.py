@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results_file import write_result
+
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 N_PROMPTS = 10_000
 TARGETS = {"first": 3.0, "again": 2.0}
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     result["targets_met"] = met_all
     console.print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(RESULTS, result)
     console.print(f"wrote {RESULTS}")
 
 

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results_file import write_result
+
 RESULTS = Path(__file__).resolve().parent / "results" / "judge.json"
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -213,9 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     Console(width=120).print(table)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({"scale": scale, "load_average_1m": load, "parse": parse, "aggregate": aggregate},
-                                      indent=2) + "\n")
+        write_result(RESULTS, {"scale": scale, "load_average_1m": load, "parse": parse, "aggregate": aggregate})
 
 
 if __name__ == "__main__":

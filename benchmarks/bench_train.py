@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results_file import write_result
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TSO_SHARED_DATA") or ROOT.parent / "shared" / "data")
 RESULTS = ROOT / "benchmarks" / "results" / "train.json"
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
               "targets_met": targets}
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        write_result(RESULTS, report)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ take ≤ 15 s).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -31,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.results_file import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "train_process.json"
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
               "tiny_start_seconds": starts, "runs": runs, "median_seconds": median, "median_cpu_seconds": cpu,
               "ratio_trl_over_tso": median["trl"] / median["tso"], "per_round_ratio": per_round, "targets_met": targets}
     if not args.no_write:
-        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+        write_result(RESULTS, report)
 
 
 if __name__ == "__main__":
