@@ -260,7 +260,6 @@ def main(argv: list[str] | None = None) -> None:
                   f"{', '.join(f'{r:.2f}' for r in result['ratio_each_repeat'])}; target ≤ 3); speed-up vs pandas "
                   f"{result['speedup_vs_pandas']:.1f}× (target ≥ 10); "
                   f"peak RSS {tso['max_peak_rss_gb']:.2f} GB (target ≤ 8)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_result(RESULTS, result)
 
 

@@ -149,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'+ pairwise and LC (no target)':<34}{median['pairwise']:>9.3f}"
           f"{median['pairwise'] / median['floor']:>9.2f}")
     print(f"  load average {result['load_average']:.2f} on {os.cpu_count()} cores (others' jobs make this noisy)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_result(RESULTS, result)
     print(f"→ {RESULTS}")
     return 0

@@ -285,7 +285,6 @@ def main(argv: list[str] | None = None) -> None:
         "transformers": tf_row,
         "all_targets_met": all(verdicts),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_result(args.out, payload)
     console.print(f"wrote {args.out}")
 

@@ -190,7 +190,6 @@ def main(argv: list[str] | None = None) -> None:
                   f"<={READER_WAIT_TARGET_S:g} s", "yes" if met else "NO")
     result["targets_met"] = met_all
     console.print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_result(RESULTS, result)
     console.print(f"wrote {RESULTS}")
 

@@ -230,7 +230,6 @@ def main(argv: list[str] | None = None) -> None:
                                 for a, r in results.items()},
               "targets_met": targets}
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
         write_result(RESULTS, report)
 
 

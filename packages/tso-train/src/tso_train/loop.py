@@ -77,9 +77,8 @@ def fit(cfg: FitConfig, progress=None) -> dict:
         save_part(trainer, lm, tokenizer, part)
     progress.stop()
     return {"out": str(trainer.out), "steps": trainer.position.global_step, "last": trainer.last_row,
-            "n_pairs": len(pairs),
-            "train_seconds": train_seconds, "n_truncated": encoded.n_truncated, "n_dropped": encoded.n_dropped,
-            "seconds": time.perf_counter() - t_start}
+            "n_pairs": len(pairs), "train_seconds": train_seconds, "n_truncated": encoded.n_truncated,
+            "n_dropped": encoded.n_dropped, "seconds": time.perf_counter() - t_start}
 
 
 def check_before_load(cfg: FitConfig, out: Path) -> tuple[Snapshot, dict, ResumePoint | None]:

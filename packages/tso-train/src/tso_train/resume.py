@@ -181,8 +181,8 @@ def check_run(cfg: Any, out: Path, inputs: dict[str, Any],
     check_batch_sizes(cfg.global_batch, cfg.micro_batch, world_size())
     build_ds_config(cfg, cfg.global_batch)
     packing = cfg.speed.packing(cfg.packing, torch.cuda.is_available(), cfg.bf16)
-    fingerprint_ = run_fingerprint(cfg, inputs, packing, world_size(), extra)
-    return fingerprint_, prepare_run(out, fingerprint_, cfg.resume)
+    new_fingerprint = run_fingerprint(cfg, inputs, packing, world_size(), extra)
+    return new_fingerprint, prepare_run(out, new_fingerprint, cfg.resume)
 
 
 def prepare_run(out: Path, new_fingerprint: dict[str, Any], resume: bool) -> ResumePoint | None:

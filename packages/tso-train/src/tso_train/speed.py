@@ -99,6 +99,8 @@ class SpeedSwitches:
         (True, True, False)
         >>> s.packing(None, on_cuda=True, bf16=False)  # fp32 on a GPU: no flash kernel, padded
         False
+        >>> SpeedSwitches(varlen_attention=False).packing(None, on_cuda=True, bf16=True)  # per-sequence calls
+        False
         """
         if requested is not None:
             return requested
